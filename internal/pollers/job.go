@@ -12,6 +12,9 @@ type Job struct {
 	// Fetcher is the source's HTTP client for this job (shared by the jobs of one upstream
 	// or one end user).
 	Fetcher Fetcher
+	// Pressure, if set, reports how much of the upstream's quota is used (0..1), so the
+	// scheduler slows this job's cadence before the limit is hit.
+	Pressure func() float64
 }
 
 // ID is the job's stable identity: the subject tokens below the prefix, e.g.

@@ -1,0 +1,64 @@
+package pollers_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gridstream/gridstream/internal/pollers"
+)
+
+func TestSchedulerPollsEveryJobRepeatedlyAndStopsCleanly(t *testing.T) {
+	t.Parallel()
+	api, env, _, _ := setup(t, 0)
+	api.set("a", time.Now().Add(-time.Hour), 1)
+	env.Runner.Now = nil // real time for the scheduler
+	ds := testDataset(0)
+	ds.Cadence = 20 * time.Millisecond
+	var jobs []*pollers.Job
+	for i := range 5 {
+		jobs = append(jobs, &pollers.Job{Dataset: ds, Partition: pollers.Partition{ID: fmt.Sprint("p", i)}, Fetcher: httpFetcher{api.srv.URL}})
+	}
+	var mu sync.Mutex
+	polls := map[string]int{}
+	s := &pollers.Scheduler{Runner: env.Runner, Workers: 2, OnPoll: func(j *pollers.Job, _ pollers.PollResult, err error, _ time.Duration) {
+		if err != nil {
+			t.Errorf("poll %s: %v", j.ID(), err)
+		}
+		mu.Lock()
+		polls[j.ID()]++
+		mu.Unlock()
+	}}
+	s.SetJobs(jobs)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		ok := len(polls) == 5
+		for _, n := range polls {
+			ok = ok && n >= 3
+		}
+		mu.Unlock()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs not polled 3 times each: %v", polls)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("scheduler did not stop")
+	}
+	// Each job published its one record exactly once, however often it polled.
+	if got := assertNoDuplicateIDs(t, env); len(got) != 5 {
+		t.Fatalf("%d ids, want 5", len(got))
+	}
+}
