@@ -75,6 +75,11 @@ type KV struct {
 	Leases  string `split_words:"true" default:"gridstream_leases" desc:"bucket of job leases"`
 }
 
+// UserAgent is sent to every upstream; G-REX's firewall wants one naming the client.
+func UserAgent(version string) string {
+	return "gridstream/" + version + " (+https://github.com/gridstream/gridstream)"
+}
+
 // Lease is how replicas share jobs.
 type Lease struct {
 	TTL     time.Duration `split_words:"true" default:"30s" desc:"a dead replica's jobs move after this long"`
@@ -103,7 +108,7 @@ type NET2GRID struct {
 	TokenURL     string        `split_words:"true" desc:"token endpoint (default <API_BASE>/v2/token)"`
 	ClientID     string        `split_words:"true" desc:"label partner's client id"`
 	ClientSecret secret.Value  `split_words:"true" desc:"label partner's client secret (or _FILE)"`
-	UsersFile    string        `split_words:"true" desc:"optional file of user ids to poll, in addition to the users bucket"`
+	UsersBucket  string        `split_words:"true" default:"gridstream_net2grid_users" desc:"bucket of the end users polled (managed with connector users)"`
 	PerMinute    int           `split_words:"true" default:"600" desc:"request limit per minute over all users (0 = none)"`
 	Timeout      time.Duration `split_words:"true" default:"30s" desc:"per-request timeout"`
 }
