@@ -33,6 +33,8 @@ commands:
   login net2grid --user E  NET2GRID password bootstrap for one end user (password read from stdin)
   users add|remove|list    manage the NET2GRID users polled
   check                    validate config, reach NATS, get a token and one page from each upstream
+  backfill --source S --dataset D --from T1 --to T2
+                           historical load through the same pipeline, within the quotas
   env                      print every configuration variable with its default (Markdown table)
   version                  print the version
 `
@@ -62,6 +64,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runUsers(ctx, args[1:], stdin, stdout, stderr)
 	case "check":
 		err = runCheck(ctx, stdout, stderr)
+	case "backfill":
+		err = runBackfill(ctx, args[1:], stdout, stderr)
 	case "env":
 		printEnv(stdout)
 	case "version":
