@@ -101,17 +101,36 @@ func RunDemo(ctx context.Context, o DemoOptions) (DemoSummary, error) {
 		defer cancel()
 	}
 	var mu sync.Mutex
+	var pages, published, unchanged int
+	// A heartbeat line, so that quiet minutes (upstream data changes slowly) still show the
+	// pollers at work: re-polls that find nothing new publish nothing, by design.
+	tick := time.NewTicker(15 * time.Second)
+	defer tick.Stop()
+	go func() {
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-tick.C:
+				mu.Lock()
+				fmt.Fprintf(o.Out, "%s  demo: %d pages polled, %d events published, %d unchanged records skipped so far\n",
+					time.Now().Format("15:04:05"), pages, published, unchanged)
+				mu.Unlock()
+			}
+		}
+	}()
 	err = Run(runCtx, Options{
 		Config: cfg, Log: log, Version: o.Version,
 		Started: func(r Running) {
 			fmt.Fprintf(o.Out, "demo: %d jobs running; status page http://%s/ ; consume with: nats --server %s sub 'energy.>'\n", r.Jobs, r.HTTPAddr, srv.ClientURL())
 		},
 		OnPage: func(job *pollers.Job, p pollers.PageResult) {
+			mu.Lock()
+			defer mu.Unlock()
+			pages, published, unchanged = pages+1, published+p.Published, unchanged+p.Deduplicated
 			if p.Published == 0 {
 				return
 			}
-			mu.Lock()
-			defer mu.Unlock()
 			fmt.Fprintf(o.Out, "%s  %-52s %4d records  %4d published  %4d unchanged\n",
 				time.Now().Format("15:04:05"), p.Subject, p.Records, p.Published, p.Deduplicated)
 		},
