@@ -195,7 +195,7 @@ func TestEveryRecordPublishedOnceAndUnchangedRepollPublishesNothing(t *testing.T
 			if ev.Subject != "energy.test.things.p_2e1" {
 				t.Errorf("subject %q", ev.Subject)
 			}
-			for _, h := range []string{"ce-specversion", "ce-id", "ce-source", "ce-type", "ce-subject", "ce-time", "Content-Type"} {
+			for _, h := range []string{"ce-specversion", "ce-id", "ce-source", "ce-type", "ce-subject", "ce-time", "content-type"} {
 				if ev.Header.Get(h) == "" {
 					t.Errorf("header %s missing", h)
 				}
