@@ -17,6 +17,7 @@ import (
 
 	"github.com/gridstream/gridstream/internal/auth"
 	"github.com/gridstream/gridstream/internal/config"
+	"github.com/gridstream/gridstream/internal/lease"
 	"github.com/gridstream/gridstream/internal/pollers"
 	"github.com/gridstream/gridstream/internal/publish"
 	"github.com/gridstream/gridstream/internal/telemetry"
@@ -194,14 +195,57 @@ func Run(ctx context.Context, o Options) error {
 		},
 	}
 	sched.SetJobs(jobs)
-	log.Info("gridstream running", "jobs", len(jobs), "sources", len(srcs), "http", httpAddr, "stream", cfg.Stream.Name)
+
+	// Replicas share the jobs through leases; a single replica simply holds them all.
+	replica := cfg.Lease.Replica
+	if replica == "" {
+		replica = Hostname()
+	}
+	leases, err := lease.New(st.Leases, lease.Options{
+		Replica: replica, TTL: cfg.Lease.TTL, Grouping: JobGrouping, Log: log, OnGain: sched.PollSoon,
+	})
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.ID()
+	}
+	leases.SetJobs(ids)
+	sched.Acquire = leases.Acquire
+	// The leases outlive the scheduler: they are renewed while the polls in flight
+	// finish, and released only after them.
+	schedCtx, stopSched := context.WithCancel(ctx)
+	defer stopSched()
+	leaseCtx, stopLeases := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLeases()
+	leaseErr := make(chan error, 1)
+	go func() {
+		err := leases.Run(leaseCtx)
+		if err != nil {
+			log.Error("leases stopped: no job can be polled", "err", err)
+			stopSched()
+		}
+		leaseErr <- err
+	}()
+
+	log.Info("gridstream running", "jobs", len(jobs), "sources", len(srcs), "http", httpAddr, "stream", cfg.Stream.Name, "replica", replica)
 	if o.Started != nil {
 		o.Started(Running{HTTPAddr: httpAddr, NATSURL: st.Conn.NC.ConnectedUrlRedacted(), Jobs: len(jobs)})
 	}
-	err = sched.Run(ctx)
-	log.Info("gridstream stopped: polls finished, cursors saved")
+	err = sched.Run(schedCtx)
+	stopLeases()
+	if lerr := <-leaseErr; lerr != nil && err == nil {
+		err = lerr
+	}
+	log.Info("gridstream stopped: polls finished, cursors saved, leases released")
 	return err
 }
+
+// JobGrouping is how jobs map to leases: the quota-bound INGRID and G-REX are one lease
+// each (one active replica, the others stand by), NET2GRID end users hash into 64
+// leases split across replicas (all datasets of one user on one replica).
+var JobGrouping = lease.Grouping{Buckets: 64, Whole: []string{"ingrid", "grex"}}
 
 // jobStats turns poll results into the status board and metrics.
 type jobStats struct {

@@ -2,7 +2,6 @@ package pollers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,7 +63,10 @@ func (r *PollResult) add(p PageResult) {
 	r.Duplicates += p.Duplicates
 }
 
-var tracer = otel.Tracer("github.com/gridstream/gridstream/internal/pollers")
+// tracer is looked up per poll, not once at init: the global provider may be replaced
+// (tests set up telemetry more than once), and a package-level tracer stays bound to the
+// first provider ever set.
+func tracer() trace.Tracer { return otel.Tracer("github.com/gridstream/gridstream/internal/pollers") }
 
 func (r *Runner) now() time.Time {
 	if r.Now != nil {
@@ -77,7 +79,7 @@ func (r *Runner) now() time.Time {
 // cursor stays after the last fully acknowledged page.
 func (r *Runner) Poll(ctx context.Context, job *Job) (res PollResult, err error) {
 	id := job.ID()
-	ctx, span := tracer.Start(ctx, "poll "+job.Dataset.Source+"/"+job.Dataset.Name, trace.WithAttributes(
+	ctx, span := tracer().Start(ctx, "poll "+job.Dataset.Source+"/"+job.Dataset.Name, trace.WithAttributes(
 		attribute.String("gridstream.job", id),
 		attribute.String("gridstream.source", job.Dataset.Source),
 		attribute.String("gridstream.dataset", job.Dataset.Name),
@@ -202,7 +204,7 @@ func (p *poll) save(ctx context.Context, c Cursor) error {
 // event is acknowledged and remembered in the seen-store.
 func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 	ds := p.job.Dataset
-	ctx, span := tracer.Start(ctx, "page "+ds.Source+"/"+ds.Name)
+	ctx, span := tracer().Start(ctx, "page "+ds.Source+"/"+ds.Name)
 	defer span.End()
 	path, q := ds.Request(p.job.Partition, w)
 	body, err := p.job.Fetcher.Get(ctx, path, q)
@@ -235,8 +237,11 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 			pr.Deduplicated++
 			continue
 		}
-		if !json.Valid(rec.Body) {
+		if !publish.ValidJSON(rec.Body) { // json.Valid's answer, faster
 			return nil, fmt.Errorf("%s %s: record %d (%q): body is not JSON: %w", ds.Source, ds.Name, i, rec.Key, ErrBadPage)
+		}
+		if todo == nil { // the unchanged-record path above allocates nothing
+			todo = make([]pending, 0, len(recs)-i)
 		}
 		todo = append(todo, pending{rec, kh, ch, known})
 	}

@@ -23,6 +23,11 @@ type Scheduler struct {
 	// Owns, if set, says whether this replica may poll a job now (leases); a job it does
 	// not own is skipped and looked at again at its next due time.
 	Owns func(jobID string) bool
+	// Acquire, if set, is used instead of Owns: it is asked right before a poll and, when
+	// this replica may poll the job, returns the context to poll with (it ends if the
+	// lease is lost) and done, which the scheduler calls once the poll has finished, so
+	// that a lease is never handed to another replica in the middle of a poll.
+	Acquire func(ctx context.Context, jobID string) (pollCtx context.Context, done func(), ok bool)
 
 	mu      sync.Mutex
 	due     dueHeap
@@ -38,6 +43,7 @@ type entry struct {
 	index    int  // in the heap; -1 when not queued
 	busy     bool // being polled
 	removed  bool
+	soon     bool // PollSoon while busy: due again right after this poll
 }
 
 // SetJobs replaces the job set: new jobs are due at once (spread over a second), jobs
@@ -70,6 +76,36 @@ func (s *Scheduler) SetJobs(jobs []*Job) {
 	}
 	s.signal()
 }
+
+// PollSoon makes the given jobs due now (spread over soonSpread), e.g. because this
+// replica just gained their lease and should not wait for their full cadence. Unknown
+// ids are ignored.
+func (s *Scheduler) PollSoon(jobIDs ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.init()
+	now := time.Now()
+	for _, id := range jobIDs {
+		e, ok := s.byID[id]
+		if !ok {
+			continue
+		}
+		if e.busy || e.index < 0 {
+			e.soon = true
+			continue
+		}
+		at := now.Add(time.Duration(rand.Int64N(int64(soonSpread))))
+		if at.Before(e.next) {
+			e.next = at
+			heap.Fix(&s.due, e.index)
+		}
+	}
+	s.signal()
+}
+
+// soonSpread spreads the jobs made due by PollSoon, so that a gained group of jobs does
+// not hit an upstream in one burst.
+const soonSpread = 200 * time.Millisecond
 
 func (s *Scheduler) init() {
 	if s.byID == nil {
@@ -142,8 +178,20 @@ func (s *Scheduler) poll(ctx context.Context, e *entry) {
 	var res PollResult
 	var err error
 	start := time.Now()
-	if s.Owns == nil || s.Owns(id) {
-		res, err = s.Runner.Poll(ctx, e.job)
+	pctx, done, owned := ctx, func() {}, true
+	switch {
+	case ctx.Err() != nil:
+		// Shutting down: a poll not yet started is not started (a select between the
+		// worker slot and ctx.Done may pick either).
+		owned = false
+	case s.Acquire != nil:
+		pctx, done, owned = s.Acquire(ctx, id)
+	case s.Owns != nil:
+		owned = s.Owns(id)
+	}
+	if owned {
+		res, err = s.Runner.Poll(pctx, e.job)
+		done()
 		if s.OnPoll != nil {
 			s.OnPoll(e.job, res, err, time.Since(start))
 		}
@@ -163,6 +211,10 @@ func (s *Scheduler) poll(ctx context.Context, e *entry) {
 		e.failures = 0
 	}
 	e.next = time.Now().Add(s.delay(e.job, e.failures))
+	if e.soon {
+		e.soon = false
+		e.next = time.Now()
+	}
 	heap.Push(&s.due, e)
 	s.signal()
 }

@@ -62,3 +62,62 @@ func TestSchedulerPollsEveryJobRepeatedlyAndStopsCleanly(t *testing.T) {
 		t.Fatalf("%d ids, want 5", len(got))
 	}
 }
+
+func TestSchedulerPollsAGainedJobSoonNotAfterItsCadence(t *testing.T) {
+	t.Parallel()
+	api, env, _, _ := setup(t, 0)
+	api.set("a", time.Now().Add(-time.Hour), 1)
+	env.Runner.Now = nil
+	ds := testDataset(0)
+	ds.Cadence = time.Hour
+	job := &pollers.Job{Dataset: ds, Partition: pollers.Partition{ID: "p"}, Fetcher: httpFetcher{api.srv.URL}}
+	var mu sync.Mutex
+	owned, asked, finished := false, 0, 0
+	polled := make(chan struct{}, 1)
+	s := &pollers.Scheduler{Runner: env.Runner,
+		Acquire: func(ctx context.Context, id string) (context.Context, func(), bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			asked++
+			if !owned {
+				return ctx, nil, false
+			}
+			return ctx, func() { mu.Lock(); finished++; mu.Unlock() }, true
+		},
+		OnPoll: func(*pollers.Job, pollers.PollResult, error, time.Duration) { polled <- struct{}{} },
+	}
+	s.SetJobs([]*pollers.Job{job})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	// The first due time finds the job not owned: it is skipped, next due in an hour.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := asked
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("scheduler never asked for the lease")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	owned = true
+	mu.Unlock()
+	s.PollSoon(job.ID(), "unknown.job.id")
+	select {
+	case <-polled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("gained job not polled soon")
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if finished != 1 {
+		t.Fatalf("done called %d times, want 1", finished)
+	}
+}

@@ -29,6 +29,10 @@ func NewJetStream(nc *nats.Conn, maxPending int) (jetstream.JetStream, error) {
 	return jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(maxPending), jetstream.WithPublishAsyncTimeout(30*time.Second))
 }
 
+// stallWait is how long one publish attempt waits for room under the pending limit
+// before Publish checks ctx and tries again (one option value, not one per event).
+var stallWait = jetstream.WithStallWait(time.Second)
+
 // Batch is a set of in-flight publishes whose acks are awaited together.
 type Batch struct {
 	futures []jetstream.PubAckFuture
@@ -42,7 +46,7 @@ func (b *Batch) Len() int { return len(b.futures) }
 func (p *Publisher) Publish(ctx context.Context, b *Batch, e *Event) error {
 	msg := e.Msg(ctx)
 	for {
-		f, err := p.js.PublishMsgAsync(msg, jetstream.WithStallWait(time.Second))
+		f, err := p.js.PublishMsgAsync(msg, stallWait)
 		if err == nil {
 			b.futures = append(b.futures, f)
 			return nil

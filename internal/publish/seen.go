@@ -5,8 +5,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -67,10 +70,16 @@ func (m *MemorySeen) Commit(ctx context.Context, jobID string, entries []SeenEnt
 	return nil
 }
 
-// KVSeen is the seen-store in a JetStream key-value bucket, one key per entity
-// (<job id>.<key hash>), cached in memory per job. Entries are written with async
-// publishes to the bucket's subjects and awaited together, so a page of new records
-// costs one round trip, not one per record.
+// KVSeen is the seen-store in a JetStream key-value bucket, cached in memory per job.
+//
+// Layout: each Commit writes the page's entries packed together (16 bytes each: key hash
+// then content hash, big-endian), in values of at most SeenBatchEntries entries under
+// "<job id>.batch-<hash of the value>". A page of new records costs one small KV write,
+// not one per record, so the seen-store adds almost nothing to the publish path. Loading
+// applies the job's values in stream order, so a later revision of an entity overrides an
+// earlier one; a value is named after its content, so writing the same batch again (a
+// replay) moves it to the end instead of adding a key. Keys of the older layout
+// ("<job id>.<key hash in hex>", one 8-byte content hash each) are still read.
 type KVSeen struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
@@ -79,6 +88,17 @@ type KVSeen struct {
 	loaded map[string]bool
 	mu     sync.Mutex
 }
+
+// SeenBatchEntries bounds the entries of one seen-store value (64 KiB, far below the
+// NATS payload limit).
+const SeenBatchEntries = 4096
+
+// seenEntrySize is the packed size of one SeenEntry.
+const seenEntrySize = 16
+
+// seenBatchPrefix starts the last token of a batch key; it is not a hex digit, so a batch
+// key never looks like a key of the per-entity layout.
+const seenBatchPrefix = "batch-"
 
 // NewKVSeen uses the bucket kv (see OpenKV) through js.
 func NewKVSeen(js jetstream.JetStream, kv jetstream.KeyValue) *KVSeen {
@@ -109,12 +129,7 @@ func (k *KVSeen) Job(ctx context.Context, jobID string) (*Seen, error) {
 		if e == nil { // all current values delivered
 			break
 		}
-		key := e.Key()
-		kh, err := strconv.ParseUint(key[len(jobID)+1:], 16, 64)
-		if err != nil || len(e.Value()) != 8 {
-			continue // not ours; never fail a poll on a stray key
-		}
-		s.m[kh] = binary.BigEndian.Uint64(e.Value())
+		s.apply(e.Key()[len(jobID)+1:], e.Value())
 	}
 	k.mu.Lock()
 	k.loaded[jobID] = true
@@ -122,17 +137,45 @@ func (k *KVSeen) Job(ctx context.Context, jobID string) (*Seen, error) {
 	return s, nil
 }
 
+// apply adds one stored value, of either layout, to s. A value that is neither is
+// skipped: a stray key never fails a poll.
+func (s *Seen) apply(token string, v []byte) {
+	if strings.HasPrefix(token, seenBatchPrefix) {
+		if len(v)%seenEntrySize != 0 {
+			return
+		}
+		for ; len(v) > 0; v = v[seenEntrySize:] {
+			s.m[binary.BigEndian.Uint64(v)] = binary.BigEndian.Uint64(v[8:])
+		}
+		return
+	}
+	kh, err := strconv.ParseUint(token, 16, 64)
+	if err != nil || len(v) != 8 {
+		return
+	}
+	s.m[kh] = binary.BigEndian.Uint64(v)
+}
+
 // Commit implements SeenStore.
 func (k *KVSeen) Commit(ctx context.Context, jobID string, entries []SeenEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(entries))
-	for _, e := range entries {
-		var v [8]byte
-		binary.BigEndian.PutUint64(v[:], e.ContentHash)
-		subj := "$KV." + k.bucket + "." + jobID + "." + strconv.FormatUint(e.KeyHash, 16)
-		f, err := k.js.PublishAsync(subj, v[:], jetstream.WithStallWait(5e9))
+	n := (len(entries) + SeenBatchEntries - 1) / SeenBatchEntries
+	futures := make([]jetstream.PubAckFuture, 0, n)
+	buf := make([]byte, len(entries)*seenEntrySize)
+	prefix := "$KV." + k.bucket + "." + jobID + "." + seenBatchPrefix
+	for rest, off := entries, 0; len(rest) > 0; {
+		chunk := rest[:min(len(rest), SeenBatchEntries)]
+		rest = rest[len(chunk):]
+		v := buf[off : off+len(chunk)*seenEntrySize]
+		off += len(v)
+		for i, e := range chunk {
+			binary.BigEndian.PutUint64(v[i*seenEntrySize:], e.KeyHash)
+			binary.BigEndian.PutUint64(v[i*seenEntrySize+8:], e.ContentHash)
+		}
+		subj := prefix + strconv.FormatUint(xxhash.Sum64(v), 16)
+		f, err := k.js.PublishAsync(subj, v, jetstream.WithStallWait(5*time.Second))
 		if err != nil {
 			return fmt.Errorf("seen-store %s: %w", jobID, err)
 		}
