@@ -164,18 +164,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	var jobs []*pollers.Job
+	jobs, err := collectJobs(ctx, srcs)
+	if err != nil {
+		return err
+	}
 	for _, s := range srcs {
-		js, err := s.Jobs(ctx)
-		if err != nil {
-			return fmt.Errorf("%s jobs: %w", s.name, err)
-		}
-		for _, j := range js {
-			if j.Pressure == nil && s.limiter != nil {
-				j.Pressure = s.limiter.Pressure
-			}
-		}
-		jobs = append(jobs, js...)
 		board.AddTokenProvider(tokenStatuses(s))
 	}
 
@@ -233,6 +226,9 @@ func Run(ctx context.Context, o Options) error {
 	if o.Started != nil {
 		o.Started(Running{HTTPAddr: httpAddr, NATSURL: st.Conn.NC.ConnectedUrlRedacted(), Jobs: len(jobs)})
 	}
+	// The job list follows the sources' configuration and the NET2GRID user registry:
+	// users added or removed with `connector users` are picked up without a restart.
+	go refreshJobs(schedCtx, srcs, sched, leases, log)
 	err = sched.Run(schedCtx)
 	stopLeases()
 	if lerr := <-leaseErr; lerr != nil && err == nil {
@@ -240,6 +236,49 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("gridstream stopped: polls finished, cursors saved, leases released")
 	return err
+}
+
+// jobsRefresh is how often the job list is rebuilt from the sources.
+const jobsRefresh = time.Minute
+
+func collectJobs(ctx context.Context, srcs []source) ([]*pollers.Job, error) {
+	var jobs []*pollers.Job
+	for _, s := range srcs {
+		js, err := s.Jobs(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s jobs: %w", s.name, err)
+		}
+		for _, j := range js {
+			if j.Pressure == nil && s.limiter != nil {
+				j.Pressure = s.limiter.Pressure
+			}
+		}
+		jobs = append(jobs, js...)
+	}
+	return jobs, nil
+}
+
+func refreshJobs(ctx context.Context, srcs []source, sched *pollers.Scheduler, leases *lease.Manager, log *slog.Logger) {
+	t := time.NewTicker(jobsRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		jobs, err := collectJobs(ctx, srcs)
+		if err != nil {
+			log.Warn("job list not refreshed; keeping the current one", "err", err)
+			continue
+		}
+		ids := make([]string, len(jobs))
+		for i, j := range jobs {
+			ids[i] = j.ID()
+		}
+		sched.SetJobs(jobs)
+		leases.SetJobs(ids)
+	}
 }
 
 // JobGrouping is how jobs map to leases: the quota-bound INGRID and G-REX are one lease
