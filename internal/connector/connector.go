@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gridstream/gridstream/internal/auth"
@@ -21,6 +22,7 @@ import (
 	"github.com/gridstream/gridstream/internal/pollers"
 	"github.com/gridstream/gridstream/internal/publish"
 	"github.com/gridstream/gridstream/internal/telemetry"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -125,6 +127,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	board := tel.Board
 
+	// Readiness follows the NATS connection for the life of the process, not only at start.
+	var natsReady natsCheck
 	// The HTTP server comes first so liveness holds while NATS or an upstream is slow.
 	var httpAddr string
 	if cfg.HTTPAddr != "" {
@@ -134,7 +138,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 		httpAddr = ln.Addr().String()
 		srv := &http.Server{
-			Handler:           telemetry.NewHandler(telemetry.HandlerOptions{Board: board, Metrics: tel.MetricsHandler(), Version: o.Version}),
+			Handler: telemetry.NewHandler(telemetry.HandlerOptions{
+				Board: board, Metrics: tel.MetricsHandler(), Version: o.Version, Ready: natsReady.check,
+			}),
 			ReadHeaderTimeout: 5 * time.Second,
 		}
 		go func() { _ = srv.Serve(ln) }()
@@ -151,6 +157,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer st.Close()
 	board.SetReady("nats", nil)
+	natsReady.conn.Store(st.Conn.NC)
 	if _, err := publish.EnsureStream(ctx, st.JS, publish.StreamConfig{
 		Name: cfg.Stream.Name, Prefix: cfg.Stream.SubjectPrefix, Duplicates: cfg.Stream.DuplicateWindow,
 		MaxAge: cfg.Stream.MaxAge, Storage: cfg.Stream.Storage, Replicas: cfg.Stream.Replicas,
@@ -178,7 +185,14 @@ func Run(ctx context.Context, o Options) error {
 		Seen:      publish.NewKVSeen(st.JS, st.Seen),
 		Prefix:    cfg.Stream.SubjectPrefix,
 		Log:       log,
-		OnPage:    o.OnPage,
+		OnPage: func(job *pollers.Job, p pollers.PageResult) {
+			if p.Published > 0 {
+				tel.Metrics.PublishLatency(ctx, job.Dataset.Source, job.Dataset.Name, p.PublishTook)
+			}
+			if o.OnPage != nil {
+				o.OnPage(job, p)
+			}
+		},
 	}
 	stats := newJobStats()
 	sched := &pollers.Scheduler{
@@ -236,6 +250,20 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("gridstream stopped: polls finished, cursors saved, leases released")
 	return err
+}
+
+// natsCheck reports the NATS connection's state to /readyz.
+type natsCheck struct{ conn atomic.Pointer[nats.Conn] }
+
+func (n *natsCheck) check(context.Context) error {
+	nc := n.conn.Load()
+	if nc == nil {
+		return errors.New("nats: not connected yet")
+	}
+	if !nc.IsConnected() {
+		return fmt.Errorf("nats: %s (reconnecting)", nc.Status())
+	}
+	return nil
 }
 
 // jobsRefresh is how often the job list is rebuilt from the sources.

@@ -137,6 +137,7 @@ func INGRIDOptions(d Deps) (ingrid.Options, error) {
 		APIBase: c.APIBase, TokenURL: c.TokenURL, ClientID: c.ClientID, ClientSecret: c.ClientSecret,
 		AuthScheme: c.AuthScheme, Contracts: c.Contracts, Datasets: c.Datasets, Limiter: lim,
 		Logger: d.Log.With("source", "ingrid"), Timeout: c.Timeout, UserAgent: config.UserAgent(d.Version),
+		OnStatus: statusHook(d, "ingrid"),
 	}, nil
 }
 
@@ -158,7 +159,7 @@ func NET2GRIDOptions(ctx context.Context, d Deps) (net2grid.Options, *net2grid.R
 	return net2grid.Options{
 		APIBase: c.APIBase, TokenURL: c.TokenURL, ClientID: c.ClientID, ClientSecret: c.ClientSecret,
 		Users: reg, TokenStore: d.State.Tokens, Limiter: lim, UserAgent: config.UserAgent(d.Version),
-		Logger: d.Log.With("source", "net2grid"),
+		Logger: d.Log.With("source", "net2grid"), OnStatus: statusHook(d, "net2grid"),
 	}, reg, nil
 }
 
@@ -176,6 +177,16 @@ func GREXOptions(d Deps) (grex.Options, error) {
 		APIBase: c.APIBase, AuthorizeURL: c.AuthorizeURL, TokenURL: c.TokenURL, ClientID: c.ClientID,
 		RedirectURI: c.RedirectURI, Scope: c.Scope, Accounts: c.Accounts, TokenStore: d.State.Tokens,
 		Limiter: lim, Logger: d.Log.With("source", "grex"), UserAgent: config.UserAgent(d.Version),
-		ExpiryWarning: c.RefreshWarn,
+		ExpiryWarning: c.RefreshWarn, OnStatus: statusHook(d, "grex"),
 	}, nil
+}
+
+// statusHook counts upstream answers by status code (nil outside `run`: CLI commands
+// have no metrics).
+func statusHook(d Deps, upstream string) func(int) {
+	if d.Tel == nil {
+		return nil
+	}
+	m := d.Tel.Metrics
+	return func(code int) { m.UpstreamResponse(context.Background(), upstream, code) }
 }

@@ -92,11 +92,13 @@ func TestOneTraceFromFetchToPublish(t *testing.T) {
 			kinds["poll"] = true
 		case strings.HasPrefix(span.Name, "page "):
 			kinds["page"] = true
+		case strings.HasPrefix(span.Name, "publish ") && span.SpanKind == trace.SpanKindProducer:
+			kinds["publish"] = true
 		case span.SpanKind == trace.SpanKindClient:
 			kinds["http"] = true
 		}
 	}
-	for _, k := range []string{"poll", "page", "http"} {
+	for _, k := range []string{"poll", "page", "http", "publish"} {
 		if !kinds[k] {
 			t.Errorf("trace %s of the event has no %s span (found %v)", traceID, k, kinds)
 		}

@@ -47,6 +47,8 @@ type PageResult struct {
 	// window): a replay after a crash between ack and cursor save.
 	Duplicates int
 	Subject    string
+	// PublishTook is the time from the first publish of the page to its last ack.
+	PublishTook time.Duration
 }
 
 // PollResult sums a poll's pages.
@@ -248,6 +250,20 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 	var batch publish.Batch
 	var pubErr error
 	entries := make([]publish.SeenEntry, 0, len(todo))
+	pubStart := time.Now()
+	pctx := ctx
+	if len(todo) > 0 {
+		// A producer span per batch (OpenTelemetry messaging conventions); the events carry
+		// its context in traceparent, so consumers continue this trace.
+		var pspan trace.Span
+		pctx, pspan = tracer().Start(ctx, "publish "+subject, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.destination.name", subject),
+			attribute.Int("messaging.batch.message_count", len(todo)),
+		))
+		defer pspan.End()
+	}
 	for _, t := range todo {
 		change := publish.ChangeCreated
 		if t.known {
@@ -258,7 +274,7 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 			Source: ds.Source, Dataset: ds.Name, Partition: p.job.Partition.ID,
 			EntityKey: t.rec.Key, Time: t.rec.Time, Change: change, Body: t.rec.Body,
 		}
-		if pubErr = p.r.Publisher.Publish(ctx, &batch, &ev); pubErr != nil {
+		if pubErr = p.r.Publisher.Publish(pctx, &batch, &ev); pubErr != nil {
 			break // await what is in flight, then fail the page
 		}
 		entries = append(entries, publish.SeenEntry{KeyHash: t.kh, ContentHash: t.ch})
@@ -277,7 +293,7 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 	if err := p.r.Seen.Commit(wctx, p.id, entries); err != nil {
 		return nil, err
 	}
-	pr.Published, pr.Duplicates = ack.Stored, ack.Duplicates
+	pr.Published, pr.Duplicates, pr.PublishTook = ack.Stored, ack.Duplicates, time.Since(pubStart)
 	p.res.add(pr)
 	span.SetAttributes(attribute.Int("gridstream.records", pr.Records), attribute.Int("gridstream.published", pr.Published))
 	if p.r.OnPage != nil {

@@ -44,6 +44,8 @@ var FairUse = []quota.Window{{Limit: 100, Per: time.Minute}, {Limit: 500, Per: t
 // Options configure the G-REX source. They are plain values; cmd/connector maps its
 // configuration to them.
 type Options struct {
+	// OnStatus, if set, sees the HTTP status of every upstream attempt (metrics).
+	OnStatus func(code int)
 	// APIBase is the registry API host, e.g. https://eexfranceapi.grexel.com.
 	APIBase string
 	// AuthorizeURL and TokenURL are the B2C endpoints,
@@ -127,6 +129,7 @@ func New(opts Options) (*Source, error) {
 	}
 	client := upstream.New(upstream.Options{
 		Name:           SourceName,
+		OnStatus:       opts.OnStatus,
 		BaseURL:        opts.APIBase,
 		AllowPlainHTTP: opts.AllowPlainHTTP,
 		Limiter:        opts.Limiter,

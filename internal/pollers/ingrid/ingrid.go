@@ -44,6 +44,8 @@ var ErrInvalidOptions = errors.New("ingrid: invalid options")
 // Options configure the INGRID source. Zero values take the production endpoints and the
 // defaults of auth and upstream.
 type Options struct {
+	// OnStatus, if set, sees the HTTP status of every upstream attempt (metrics).
+	OnStatus     func(code int)
 	APIBase      string // ProductionAPIBase when empty
 	TokenURL     string // ProductionTokenURL when empty
 	ClientID     string
@@ -146,9 +148,10 @@ func New(opts Options) (*Source, error) {
 		return nil, fmt.Errorf("ingrid: %w", err)
 	}
 	client := upstream.New(upstream.Options{
-		Name:    SourceName,
-		BaseURL: opts.APIBase,
-		Limiter: opts.Limiter,
+		Name:     SourceName,
+		OnStatus: opts.OnStatus,
+		BaseURL:  opts.APIBase,
+		Limiter:  opts.Limiter,
 		Auth: func(base http.RoundTripper) http.RoundTripper {
 			return &auth.Transport{Base: base, Source: tokens, Scheme: scheme}
 		},

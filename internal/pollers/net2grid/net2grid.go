@@ -44,6 +44,8 @@ type Users interface {
 // Options configure the NET2GRID source. APIBase, ClientID, ClientSecret, Users and TokenStore
 // are required.
 type Options struct {
+	// OnStatus, if set, sees the HTTP status of every upstream attempt (metrics).
+	OnStatus func(code int)
 	// APIBase is the label partner's CE-API base URL, without "/v2".
 	APIBase string
 	// TokenURL defaults to APIBase + "/v2/token".
@@ -164,6 +166,7 @@ func newUser(o Options, hc *http.Client, id string) (*userState, error) {
 	shared := o.Transport
 	client := upstream.New(upstream.Options{
 		Name:           Name,
+		OnStatus:       o.OnStatus,
 		BaseURL:        o.APIBase + "/v2",
 		AllowPlainHTTP: o.AllowPlainHTTP,
 		Limiter:        o.Limiter,
