@@ -150,6 +150,9 @@ func (p *poll) windows(ctx context.Context, now time.Time) error {
 	return nil
 }
 
+// keysetOverlap is how many records before the skip point a keyset page re-reads.
+const keysetOverlap = 2
+
 // keyset follows records ordered by time: From is the last time seen, Skip the records
 // at exactly that time already read.
 func (p *poll) keyset(ctx context.Context, now time.Time) error {
@@ -161,8 +164,13 @@ func (p *poll) keyset(ctx context.Context, now time.Time) error {
 	case !p.cur.Mark.IsZero() && ds.LookBack > 0:
 		from, skip = p.cur.Mark.Add(-ds.LookBack), 0
 	}
+	// Re-read a few records before the skip point: if a record tied at `from` changes
+	// between two pages it leaves the tie, the offsets shift down, and without the overlap
+	// the record after the page boundary would be skipped. Re-read ones are deduplicated.
+	overlap := min(keysetOverlap, ds.PageSize-1)
 	for {
-		w := Window{From: from, To: now, Skip: skip, Top: ds.PageSize}
+		req := max(0, skip-overlap)
+		w := Window{From: from, To: now, Skip: req, Top: ds.PageSize}
 		recs, err := p.page(ctx, w)
 		if err != nil {
 			return err
@@ -176,7 +184,7 @@ func (p *poll) keyset(ctx context.Context, now time.Time) error {
 			atLast++
 		}
 		if last.Equal(from) {
-			skip += len(recs)
+			skip = req + len(recs)
 		} else {
 			from, skip = last, atLast
 		}

@@ -375,3 +375,45 @@ func TestKeysetPagingFollowsChangesWithoutLoss(t *testing.T) {
 		t.Fatalf("%d ids, want 18", len(got))
 	}
 }
+
+// TestKeysetPagingSurvivesATiedRecordChangingBetweenPages: a record tied at the page
+// boundary's time changes between two pages of one poll; the offsets shift down, and the
+// record right after the boundary must still be published.
+func TestKeysetPagingSurvivesATiedRecordChangingBetweenPages(t *testing.T) {
+	t.Parallel()
+	api, env, job, _ := setup(t, 4)
+	tie := t0.Add(-2 * time.Hour)
+	for i := range 10 {
+		api.set(fmt.Sprintf("tie%02d", i), tie, i)
+	}
+	requests := 0
+	ds := *job.Dataset
+	inner := job.Fetcher
+	job.Dataset = &ds
+	job.Fetcher = fetcherFunc(func(ctx context.Context, path string, q url.Values) ([]byte, error) {
+		requests++
+		if requests == 2 { // after the first page: tie01 (already read) moves out of the tie
+			api.set("tie01", t0.Add(-time.Hour), 100)
+		}
+		return inner.Get(ctx, path, q)
+	})
+	if _, err := env.Poll(context.Background(), job); err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]bool{}
+	for _, e := range env.Events(t) {
+		keys[e.Header.Get(publish.HeaderSubject)] = true
+	}
+	for i := range 10 {
+		if k := fmt.Sprintf("tie%02d", i); !keys[k] {
+			t.Errorf("%s never published (keys %v)", k, keys)
+		}
+	}
+	assertNoDuplicateIDs(t, env)
+}
+
+type fetcherFunc func(ctx context.Context, path string, q url.Values) ([]byte, error)
+
+func (f fetcherFunc) Get(ctx context.Context, path string, q url.Values) ([]byte, error) {
+	return f(ctx, path, q)
+}
