@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/gridstream/gridstream/internal/auth"
@@ -159,7 +160,9 @@ func NET2GRIDOptions(ctx context.Context, d Deps) (net2grid.Options, *net2grid.R
 	return net2grid.Options{
 		APIBase: c.APIBase, TokenURL: c.TokenURL, ClientID: c.ClientID, ClientSecret: c.ClientSecret,
 		Users: reg, TokenStore: d.State.Tokens, Limiter: lim, UserAgent: config.UserAgent(d.Version),
-		Logger: d.Log.With("source", "net2grid"), OnStatus: statusHook(d, "net2grid"),
+		// One connection pool for every end user (and every login of a bulk import).
+		Transport: http.DefaultTransport.(*http.Transport).Clone(),
+		Logger:    d.Log.With("source", "net2grid"), OnStatus: statusHook(d, "net2grid"),
 	}, reg, nil
 }
 

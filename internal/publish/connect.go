@@ -22,8 +22,8 @@ import (
 // gridstream out; production points at a NATS cluster).
 type ConnConfig struct {
 	URL       string
-	CredsFile string       // NATS .creds file (JWT + nkey seed)
-	NKeyFile  string       // nkey seed file
+	CredsFile string // NATS .creds file (JWT + nkey seed)
+	NKeyFile  string // nkey seed file
 	User      string
 	Password  secret.Value
 	Token     secret.Value
