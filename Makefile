@@ -39,7 +39,7 @@ bench:
 	$(GO) run ./cmd/bench
 
 chaos:
-	$(GO) test -count=1 -run TestChaos -timeout 30m ./internal/chaos -chaos.long
+	$(GO) test -count=1 -v -run TestChaos -timeout 30m ./internal/chaos -chaos.long
 
 docker:
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .

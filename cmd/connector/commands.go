@@ -45,30 +45,61 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func runSandbox(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
 	host := fs.String("host", "127.0.0.1", "address to listen on")
-	ip := fs.Int("ingrid-port", 8081, "INGRID port")
-	np := fs.Int("net2grid-port", 8082, "NET2GRID port")
-	gp := fs.Int("grex-port", 8083, "G-REX port")
+	ip := fs.Int("ingrid-port", 8081, "INGRID port (0 picks a free port)")
+	np := fs.Int("net2grid-port", 8082, "NET2GRID port (0 picks a free port)")
+	gp := fs.Int("grex-port", 8083, "G-REX port (0 picks a free port)")
 	users := fs.Int("users", sandbox.NET2GRIDDemoUsers, "NET2GRID demo end users")
+	control := fs.String("control", "", "serve the control API (/_sandbox/faults, /_sandbox/counters, ...) on this address, e.g. 127.0.0.1:8089; empty: off")
+	faults := fs.String("faults", "off", "fault profile at start: off, or chaos (5xx, timeouts, truncated bodies, HTML pages, 429 with Retry-After)")
+	seed := fs.Uint64("seed", 0, "seed of the fault dice (0: the fixed default)")
+	grexMin := fs.Int("grex-per-minute", sandbox.GREXDefaultPerMinute, "G-REX fair use: requests per sliding minute")
+	grexHour := fs.Int("grex-per-hour", sandbox.GREXDefaultPerHour, "G-REX fair use: requests per sliding hour")
+	contracts := fs.String("ingrid-contracts", "", "INGRID contracts served, comma-separated (default: the demo contract)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	clock := &sandbox.ControlClock{}
+	var ic []string
+	if *contracts != "" {
+		ic = strings.Split(*contracts, ",")
+	}
 	sb, err := sandbox.Start(sandbox.ServersOptions{
 		Host: *host, INGRIDPort: *ip, NET2GRIDPort: *np, GREXPort: *gp,
-		NET2GRID: sandbox.NET2GRIDOptions{DemoUsers: *users},
-		GREX:     sandbox.GREXOptions{ManualApproval: true},
+		INGRID:   sandbox.INGRIDOptions{Clock: clock, Contracts: ic},
+		NET2GRID: sandbox.NET2GRIDOptions{Clock: clock, DemoUsers: *users},
+		GREX:     sandbox.GREXOptions{Clock: clock, ManualApproval: true, PerMinute: *grexMin, PerHour: *grexHour},
 	})
 	if err != nil {
 		return err
 	}
 	defer sb.Close()
+	if *seed != 0 {
+		sb.SeedFaults(*seed)
+	}
+	switch *faults {
+	case "off":
+	case "chaos":
+		if err := sb.SetFaults(sandbox.ChaosFaults()); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("sandbox: --faults %q: off or chaos", *faults)
+	}
 	fmt.Fprintf(stdout, `gridstream sandbox (fake upstreams with demo credentials)
   INGRID    %[1]s   token %[1]s/oauth2/token   client %[4]s / %[5]s   contract %[6]s
   NET2GRID  %[2]s   token %[2]s/v2/token   client %[7]s   users %[8]s .. (password %[9]s)
   G-REX     %[3]s   authorize %[3]s%[10]s   client %[11]s   accounts %[12]s
-Ctrl-C stops.
 `, sb.INGRIDURL, sb.NET2GRIDURL, sb.GREXURL, sandbox.INGRIDDemoClientID, sandbox.INGRIDDemoClientSecret, sandbox.INGRIDDemoContract,
 		sandbox.NET2GRIDDemoClientID, sandbox.NET2GRIDDemoUser(1), sandbox.NET2GRIDDemoPassword,
 		sb.GREX.AuthorizePath(), sandbox.GREXDemoClientID, sandbox.GREXDemoAccounts)
+	if *control != "" {
+		u, err := sb.ServeControl(*control, clock)
+		if err != nil {
+			return fmt.Errorf("sandbox: --control %s: %w", *control, err)
+		}
+		fmt.Fprintf(stdout, "  control   %s   faults %s   (GET /_sandbox/counters, PUT /_sandbox/faults/{upstream}/{endpoint})\n", u, *faults)
+	}
+	fmt.Fprintln(stdout, "Ctrl-C stops.")
 	<-ctx.Done()
 	return nil
 }

@@ -180,7 +180,8 @@ func GREXOptions(d Deps) (grex.Options, error) {
 		APIBase: c.APIBase, AuthorizeURL: c.AuthorizeURL, TokenURL: c.TokenURL, ClientID: c.ClientID,
 		RedirectURI: c.RedirectURI, Scope: c.Scope, Accounts: c.Accounts, TokenStore: d.State.Tokens,
 		Limiter: lim, Logger: d.Log.With("source", "grex"), UserAgent: config.UserAgent(d.Version),
-		ExpiryWarning: c.RefreshWarn, OnStatus: statusHook(d, "grex"),
+		ExpiryWarning: c.RefreshWarn, OnStatus: statusHook(d, "grex"), Timeout: c.Timeout,
+		HTTPClient: &http.Client{Timeout: c.Timeout}, // token requests to B2C
 	}, nil
 }
 

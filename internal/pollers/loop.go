@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/gridstream/gridstream/internal/publish"
@@ -234,9 +236,9 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 	pr := PageResult{Window: w, Records: len(recs), Subject: subject}
 	// Decide first, publish second: a page with one unusable record publishes nothing.
 	type pending struct {
-		rec    *Record
-		kh, ch uint64
-		known  bool
+		rec          *Record
+		kh, prev, ch uint64
+		known        bool
 	}
 	var todo []pending
 	for i := range recs {
@@ -253,7 +255,7 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 		if todo == nil { // the unchanged-record path above allocates nothing
 			todo = make([]pending, 0, len(recs)-i)
 		}
-		todo = append(todo, pending{rec, kh, ch, known})
+		todo = append(todo, pending{rec, kh, prev, ch, known})
 	}
 	var batch publish.Batch
 	var pubErr error
@@ -278,7 +280,7 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 			change = publish.ChangeUpdated
 		}
 		ev := publish.Event{
-			Subject: subject, ID: publish.EventID(ds.Source, ds.Name, p.job.Partition.ID, t.rec.Key, t.ch),
+			Subject: subject, ID: publish.EventID(ds.Source, ds.Name, p.job.Partition.ID, t.rec.Key, t.prev, t.ch),
 			Source: ds.Source, Dataset: ds.Name, Partition: p.job.Partition.ID,
 			EntityKey: t.rec.Key, Time: t.rec.Time, Change: change, Body: t.rec.Body,
 		}
@@ -322,8 +324,10 @@ func (p *poll) check(recs []Record, w Window) error {
 	ds := p.job.Dataset
 	for i := range recs {
 		rec := &recs[i]
-		if rec.Key == "" || !utf8.ValidString(rec.Key) || len(rec.Key) > 1024 {
-			return fmt.Errorf("%s %s: record %d: key empty, too long or not UTF-8: %w", ds.Source, ds.Name, i, ErrBadPage)
+		// The key becomes the ce-subject header: control characters (CR, LF, NUL...) could
+		// corrupt or forge headers, so a page carrying one is refused as malformed.
+		if rec.Key == "" || !utf8.ValidString(rec.Key) || len(rec.Key) > 1024 || strings.ContainsFunc(rec.Key, unicode.IsControl) {
+			return fmt.Errorf("%s %s: record %d: key empty, too long, not UTF-8 or with control characters: %w", ds.Source, ds.Name, i, ErrBadPage)
 		}
 		if ds.PageSize > 0 {
 			if rec.Time.Before(w.From) || (i > 0 && rec.Time.Before(recs[i-1].Time)) {

@@ -328,6 +328,8 @@ func TestRecordKeysAreValidated(t *testing.T) {
 		{"empty key", pollers.Record{Key: "", Body: []byte(`{}`)}},
 		{"invalid utf-8", pollers.Record{Key: "a\xff", Body: []byte(`{}`)}},
 		{"body not json", pollers.Record{Key: "k", Body: []byte(`{`)}},
+		{"control character", pollers.Record{Key: "k\x00", Body: []byte(`{}`)}},
+		{"line feed", pollers.Record{Key: "k\nNats-Msg-Id: x", Body: []byte(`{}`)}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -416,4 +418,27 @@ type fetcherFunc func(ctx context.Context, path string, q url.Values) ([]byte, e
 
 func (f fetcherFunc) Get(ctx context.Context, path string, q url.Values) ([]byte, error) {
 	return f(ctx, path, q)
+}
+
+// TestRecordChangingBackIsPublishedAgain: A → B → A inside the duplicate window must store
+// three events; with the content hash alone, the third would reuse A's id and JetStream
+// would drop it, leaving B as the last word.
+func TestRecordChangingBackIsPublishedAgain(t *testing.T) {
+	t.Parallel()
+	api, env, job, clk := setup(t, 0)
+	ctx := context.Background()
+	for i, v := range []int{1, 2, 1} {
+		api.set("a", t0.Add(-30*time.Minute), v)
+		clk.Advance(time.Minute)
+		res, err := env.Poll(ctx, job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Published != 1 || res.Duplicates != 0 {
+			t.Fatalf("revision %d: %+v, want 1 stored", i, res)
+		}
+	}
+	if got := assertNoDuplicateIDs(t, env); len(got) != 3 {
+		t.Fatalf("%d ids, want 3", len(got))
+	}
 }

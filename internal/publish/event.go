@@ -65,12 +65,15 @@ func ContentHash(body []byte) uint64 { return xxhash.Sum64(body) }
 // KeyHash is the hash under which the seen-store remembers an entity key within a job.
 func KeyHash(key string) uint64 { return xxhash.Sum64String(key) }
 
-// EventID is the deterministic id of one revision of one entity: a replay of the same
-// revision gets the same id (and is dropped by JetStream inside its duplicate window),
-// a changed record gets a new one.
-func EventID(source, dataset, partition, key string, contentHash uint64) string {
-	// sha256 of len(part) ":" part for each part, then the content hash big-endian; built
-	// in one buffer (on the stack for usual sizes) and hashed at once.
+// EventID is the deterministic id of one revision of one entity: the hash of (source,
+// dataset, partition, key, the content hash of the revision it replaces, its own content
+// hash). A replay of the same revision gets the same id and is dropped by JetStream inside
+// its duplicate window. The previous content hash is part of the id so that a record that
+// changes back (A → B → A) gets a new id for its third revision instead of A's old one,
+// which JetStream would drop as a duplicate. prevHash is 0 for a new entity.
+func EventID(source, dataset, partition, key string, prevHash, contentHash uint64) string {
+	// sha256 of len(part) ":" part for each part, then both hashes big-endian; built in
+	// one buffer (on the stack for usual sizes) and hashed at once.
 	var stack [256]byte
 	b := stack[:0]
 	for _, part := range [...]string{source, dataset, partition, key} {
@@ -78,6 +81,7 @@ func EventID(source, dataset, partition, key string, contentHash uint64) string 
 		b = append(b, ':')
 		b = append(b, part...)
 	}
+	b = binary.BigEndian.AppendUint64(b, prevHash)
 	b = binary.BigEndian.AppendUint64(b, contentHash)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])

@@ -2,10 +2,7 @@ package publish
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -46,25 +43,7 @@ func FuzzValidJSON(f *testing.F) {
 	})
 }
 
-// eventIDv1 is EventID as first written (streamed into sha256.New): ids are part of the
-// wire format (Nats-Msg-Id), so the faster version must give the same ids.
-func eventIDv1(source, dataset, partition, key string, contentHash uint64) string {
-	h := sha256.New()
-	for _, part := range []string{source, dataset, partition, key} {
-		h.Write([]byte(strconv.Itoa(len(part))))
-		h.Write([]byte{':'})
-		h.Write([]byte(part))
-	}
-	var ch [8]byte
-	for i := range ch {
-		ch[i] = byte(contentHash >> (56 - 8*i))
-	}
-	h.Write(ch[:])
-	sum := h.Sum(nil)
-	return hex.EncodeToString(sum[:16])
-}
-
-func TestEventIDIsUnchangedByTheFastPath(t *testing.T) {
+func TestEventIDSeparatesRevisions(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("k", 300) // past the stack buffer
 	for _, tc := range []struct{ name, s, d, p, k string }{
@@ -74,10 +53,19 @@ func TestEventIDIsUnchangedByTheFastPath(t *testing.T) {
 		{"unicode", "grex", "certificates", "FR0001", "é/ü"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, ch := range []uint64{0, 1, 1<<64 - 1} {
-				if got, want := EventID(tc.s, tc.d, tc.p, tc.k, ch), eventIDv1(tc.s, tc.d, tc.p, tc.k, ch); got != want {
-					t.Fatalf("EventID %s, first version %s", got, want)
-				}
+			a, b := uint64(1), uint64(2)
+			first := EventID(tc.s, tc.d, tc.p, tc.k, 0, a)
+			if first != EventID(tc.s, tc.d, tc.p, tc.k, 0, a) || len(first) != 32 {
+				t.Fatalf("id not deterministic: %s", first)
+			}
+			// A → B → A: three revisions, three ids.
+			ids := map[string]bool{first: true, EventID(tc.s, tc.d, tc.p, tc.k, a, b): true, EventID(tc.s, tc.d, tc.p, tc.k, b, a): true}
+			if len(ids) != 3 {
+				t.Fatalf("A→B→A revisions share an id: %v", ids)
+			}
+			// Parts cannot run into each other.
+			if EventID(tc.s+"x", tc.d, tc.p, tc.k, 0, a) == EventID(tc.s, "x"+tc.d, tc.p, tc.k, 0, a) {
+				t.Fatal("ambiguous parts")
 			}
 		})
 	}
@@ -107,7 +95,7 @@ func BenchmarkEventMsg(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		e := Event{
-			Subject: "energy.net2grid.readings.u-42", ID: EventID("net2grid", "readings", "u-42", "inst/metric/2025-03-10T12:00:00Z", 42),
+			Subject: "energy.net2grid.readings.u-42", ID: EventID("net2grid", "readings", "u-42", "inst/metric/2025-03-10T12:00:00Z", 0, 42),
 			Source: "net2grid", Dataset: "readings", Partition: "u-42", EntityKey: "inst/metric/2025-03-10T12:00:00Z",
 			Time: time.Unix(1741608000, 0), Change: ChangeCreated, Body: body,
 		}

@@ -24,6 +24,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/metric"
@@ -250,7 +251,7 @@ func checkJSON(contentType string, body []byte) error {
 	if trimmed[0] != '{' && trimmed[0] != '[' {
 		return fmt.Errorf("%w: body starts with %q", ErrNotJSON, snippet(trimmed[:min(len(trimmed), 16)]))
 	}
-	if !json.Valid(trimmed) {
+	if !json.Valid(trimmed) || !utf8.Valid(trimmed) { // JSON is UTF-8 (RFC 8259); decoding would turn bad bytes into U+FFFD
 		return fmt.Errorf("%w: malformed or truncated JSON (%d bytes)", ErrNotJSON, len(body))
 	}
 	return nil

@@ -44,6 +44,8 @@ var FairUse = []quota.Window{{Limit: 100, Per: time.Minute}, {Limit: 500, Per: t
 // Options configure the G-REX source. They are plain values; cmd/connector maps its
 // configuration to them.
 type Options struct {
+	// Timeout bounds one request attempt, body included (the upstream default when zero).
+	Timeout time.Duration
 	// OnStatus, if set, sees the HTTP status of every upstream attempt (metrics).
 	OnStatus func(code int)
 	// APIBase is the registry API host, e.g. https://eexfranceapi.grexel.com.
@@ -130,6 +132,7 @@ func New(opts Options) (*Source, error) {
 	client := upstream.New(upstream.Options{
 		Name:           SourceName,
 		OnStatus:       opts.OnStatus,
+		Timeout:        opts.Timeout,
 		BaseURL:        opts.APIBase,
 		AllowPlainHTTP: opts.AllowPlainHTTP,
 		Limiter:        opts.Limiter,

@@ -44,6 +44,8 @@ type Users interface {
 // Options configure the NET2GRID source. APIBase, ClientID, ClientSecret, Users and TokenStore
 // are required.
 type Options struct {
+	// Timeout bounds one request attempt, body included (the upstream default when zero).
+	Timeout time.Duration
 	// OnStatus, if set, sees the HTTP status of every upstream attempt (metrics).
 	OnStatus func(code int)
 	// APIBase is the label partner's CE-API base URL, without "/v2".
@@ -139,7 +141,11 @@ func New(opts Options) (*Source, error) {
 }
 
 func tokenClient(o Options) *http.Client {
-	return &http.Client{Transport: o.Transport, Timeout: 30 * time.Second}
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = upstream.DefaultTimeout
+	}
+	return &http.Client{Transport: o.Transport, Timeout: timeout}
 }
 
 // storeKey is the token store key of a user: "net2grid.<hash of the user id>".
@@ -167,6 +173,7 @@ func newUser(o Options, hc *http.Client, id string) (*userState, error) {
 	client := upstream.New(upstream.Options{
 		Name:           Name,
 		OnStatus:       o.OnStatus,
+		Timeout:        o.Timeout,
 		BaseURL:        o.APIBase + "/v2",
 		AllowPlainHTTP: o.AllowPlainHTTP,
 		Limiter:        o.Limiter,
