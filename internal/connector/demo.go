@@ -2,7 +2,7 @@ package connector
 
 import (
 	"context"
-	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -152,9 +152,10 @@ func DemoConfig(sb *sandbox.Servers, natsURL string) config.Config {
 	cfg.NATS.URL = natsURL
 	cfg.HTTPAddr = "127.0.0.1:9090"
 	cfg.LogFormat = "text"
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	cfg.TokenKey = secret.New(hex.EncodeToString(key))
+	// A fixed key, so a demo kept with --data can be run again; it protects only the
+	// sandbox's demo tokens. Real deployments set GRIDSTREAM_TOKEN_KEY from a secret.
+	key := sha256.Sum256([]byte("gridstream demo token key"))
+	cfg.TokenKey = secret.New(hex.EncodeToString(key[:]))
 
 	cfg.INGRID.Enabled = true
 	cfg.INGRID.TokenURL = sb.INGRIDURL + "/oauth2/token"
