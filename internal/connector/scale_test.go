@@ -100,6 +100,9 @@ func scaleConfig(t *testing.T, sb *sandbox.Servers, natsURL string) config.Confi
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.INGRID.Contracts = []string{sandbox.INGRIDDemoContract}
 	cfg.Lease.TTL = 2 * time.Second
+	// Quotas are not what these tests check; a shared per-minute budget would only make
+	// them slower on a loaded machine.
+	cfg.INGRID.PerMinute, cfg.NET2GRID.PerMinute = 0, 0
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +164,7 @@ func TestThreeReplicasSplitJobsFailOverAndLoseOrDuplicateNothing(t *testing.T) {
 		ins = append(ins, runReplica(t, cfg, n, log))
 	}
 	// Wait until every job was polled and the owners settled (no poll for 2 TTL).
-	waitUntil(t, 30*time.Second, "jobs settle", func() bool {
+	waitUntil(t, 90*time.Second, "jobs settle", func() bool {
 		log.mu.Lock()
 		defer log.mu.Unlock()
 		return len(log.last) == ins[0].jobs && time.Since(log.at) > 2*cfg.Lease.TTL
@@ -232,7 +235,7 @@ func TestThreeReplicasSplitJobsFailOverAndLoseOrDuplicateNothing(t *testing.T) {
 	rcfg := scaleConfig(t, sb, ref.URL)
 	rlog := &pollLog{last: map[string]string{}, since: map[string]time.Time{}}
 	r := runReplica(t, rcfg, "reference", rlog)
-	waitUntil(t, 30*time.Second, "reference polls every job", func() bool {
+	waitUntil(t, 90*time.Second, "reference polls every job", func() bool {
 		rlog.mu.Lock()
 		defer rlog.mu.Unlock()
 		return len(rlog.last) == r.jobs && time.Since(rlog.at) > time.Second
@@ -290,7 +293,7 @@ func TestSplitBrainStillStoresEachEventOnce(t *testing.T) {
 		t.Cleanup(func() { cancel(); <-in.done })
 		ins = append(ins, in)
 	}
-	waitUntil(t, 30*time.Second, "both replicas poll every job", func() bool {
+	waitUntil(t, 90*time.Second, "both replicas poll every job", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		both := 0
