@@ -100,9 +100,6 @@ func scaleConfig(t *testing.T, sb *sandbox.Servers, natsURL string) config.Confi
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.INGRID.Contracts = []string{sandbox.INGRIDDemoContract}
 	cfg.Lease.TTL = 2 * time.Second
-	// Quotas are not what these tests check; a shared per-minute budget would only make
-	// them slower on a loaded machine.
-	cfg.INGRID.PerMinute, cfg.NET2GRID.PerMinute = 0, 0
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
