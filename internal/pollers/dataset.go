@@ -60,12 +60,26 @@ type Dataset struct {
 	// PageSize > 0 switches to keyset paging (G-REX): records must come ordered by Time,
 	// and the loop follows with Window.Skip until a short page.
 	PageSize int
+	// KeepSeen keeps every seen-store entry of the dataset's jobs for ever. Without it, a
+	// time-window dataset (PageSize == 0) forgets, after each successful poll, the entities
+	// not read since before cursor − LookBack − SeenMargin: a record older than the look-back
+	// is never requested again, so its entry could never match. An entity the upstream
+	// returns whatever its time (reference data valid today but dated years ago) is re-read
+	// every poll and so kept: a re-read entry is re-stamped well before it could expire.
+	// Set KeepSeen when the upstream may return an old entity only now and then (absent
+	// for longer than LookBack + SeenMargin), or it would be published again as "created".
+	// Keyset datasets (PageSize > 0) re-read old records on a reload and are never pruned.
+	// A backfill over a range older than the kept horizon publishes its records again.
+	KeepSeen bool
 	// Request builds the path and query of one request for job p and window w.
 	Request func(p Partition, w Window) (path string, query url.Values)
 	// Decode turns a page into records. It must reject a malformed page with an error
 	// (the cursor then stays where it is) and may return zero records.
 	Decode func(body []byte) ([]Record, error)
 }
+
+// prunesSeen reports whether the seen entries of the dataset's jobs expire (see KeepSeen).
+func (d *Dataset) prunesSeen() bool { return d.PageSize == 0 && !d.KeepSeen }
 
 // Partition is what a job polls a dataset for: a contract code, an end user, an account.
 type Partition struct {

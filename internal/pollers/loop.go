@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 	"unicode"
@@ -111,7 +112,43 @@ func (r *Runner) Poll(ctx context.Context, job *Job) (res PollResult, err error)
 		err = p.windows(ctx, r.now())
 	}
 	res.Cursor = p.cur
+	if err == nil {
+		// The poll is done and its cursor saved: forget what can never match again, and let
+		// the store bound what it keeps. A failure here costs memory, not correctness.
+		before := time.Time{}
+		if job.Dataset.prunesSeen() && !p.cur.Mark.IsZero() {
+			before = p.cur.Mark.Add(-job.Dataset.LookBack - SeenMargin)
+		}
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+		defer cancel()
+		if perr := r.Seen.Prune(pctx, id, before); perr != nil && r.Log != nil {
+			r.Log.Warn("seen-store prune failed", "job", id, "err", perr)
+		}
+	}
 	return res, err
+}
+
+// SeenMargin is how long past a time-window dataset's look-back a seen entry is kept when
+// its entity is no longer read: a record whose time moved a little, or that a request
+// rounded to whole gas days still returns, is recognised. An entity read again is
+// re-stamped when its stamp is SeenMargin/2 old (see seenTimes), so it never expires.
+const SeenMargin = 24 * time.Hour
+
+// seenTimes are the times a page stamps on seen entries (unix seconds): the record's time,
+// but at least floor (now − LookBack: an entry lives at least LookBack + SeenMargin after
+// it was written, whatever its record's time); a remembered entity re-read with a stamp
+// before touch is stamped again, so an entity the upstream returns every poll whatever
+// its time (reference data) never expires. Datasets that are never pruned stamp the
+// record time only and never touch.
+type seenTimes struct{ floor, touch int64 }
+
+func (p *poll) seenTimes() seenTimes {
+	ds := p.job.Dataset
+	if !ds.prunesSeen() {
+		return seenTimes{floor: 0, touch: math.MinInt64}
+	}
+	floor := p.r.now().Add(-ds.LookBack)
+	return seenTimes{floor: floor.Unix(), touch: floor.Add(-SeenMargin / 2).Unix()}
 }
 
 type poll struct {
@@ -241,12 +278,18 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 		known        bool
 	}
 	var todo []pending
+	var touched []publish.SeenEntry
+	st := p.seenTimes()
 	for i := range recs {
 		rec := &recs[i]
 		kh, ch := publish.KeyHash(rec.Key), publish.ContentHash(rec.Body)
-		prev, known := p.seen.Lookup(kh)
+		e, known := p.seen.Get(kh)
+		prev := e.ContentHash
 		if known && prev == ch {
 			pr.Deduplicated++
+			if e.Time < st.touch { // re-read although old (reference data): keep it alive
+				touched = append(touched, publish.SeenEntry{KeyHash: kh, ContentHash: ch, Time: max(rec.Time.Unix(), st.floor)})
+			}
 			continue
 		}
 		if !publish.ValidJSON(rec.Body) { // json.Valid's answer, faster
@@ -259,7 +302,7 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 	}
 	var batch publish.Batch
 	var pubErr error
-	entries := make([]publish.SeenEntry, 0, len(todo))
+	entries := make([]publish.SeenEntry, 0, len(todo)+len(touched))
 	pubStart := time.Now()
 	pctx := ctx
 	if len(todo) > 0 {
@@ -287,7 +330,7 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 		if pubErr = p.r.Publisher.Publish(pctx, &batch, &ev); pubErr != nil {
 			break // await what is in flight, then fail the page
 		}
-		entries = append(entries, publish.SeenEntry{KeyHash: t.kh, ContentHash: t.ch})
+		entries = append(entries, publish.SeenEntry{KeyHash: t.kh, ContentHash: t.ch, Time: max(t.rec.Time.Unix(), st.floor)})
 	}
 	// Await acks even when ctx is cancelled (shutdown): in-flight events finish.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
@@ -299,6 +342,9 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		return nil, err
+	}
+	if pubErr == nil {
+		entries = append(entries, touched...)
 	}
 	if err := p.r.Seen.Commit(wctx, p.id, entries); err != nil {
 		return nil, err

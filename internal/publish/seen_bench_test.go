@@ -3,6 +3,7 @@ package publish
 import (
 	"context"
 	"encoding/binary"
+	"runtime"
 	"strconv"
 	"testing"
 
@@ -11,11 +12,11 @@ import (
 
 // seenOf returns a seen set holding n entities "k<i>" → ContentHash of body i%len(bodies).
 func seenOf(n int, bodies [][]byte) (*Seen, []string) {
-	s := &Seen{m: make(map[uint64]uint64, n)}
+	s := &Seen{m: make(map[seenKey]seenVal, n)}
 	keys := make([]string, n)
 	for i := range keys {
 		keys[i] = "k" + strconv.Itoa(i)
-		s.m[KeyHash(keys[i])] = ContentHash(bodies[i%len(bodies)])
+		s.put(KeyHash(keys[i]), ContentHash(bodies[i%len(bodies)]), 1)
 	}
 	return s, keys
 }
@@ -69,13 +70,13 @@ func TestKVSeenReloadKeepsTheLatestRevision(t *testing.T) {
 		big[i] = SeenEntry{KeyHash: uint64(1000 + i), ContentHash: 1}
 	}
 	for _, entries := range [][]SeenEntry{
-		{{2, 21}, {3, 30}},   // batch A: 2 revised, 3 new
-		{{3, 31}},            // batch B: 3 revised
-		{{2, 21}, {3, 30}},   // batch A again (same content): 3 back to 30, A now last
-		big,                  // many entries, split
-		{{4, 40}, {4, 41}},   // one entity twice in one page: the later wins
-		{{1, 11}},            // the per-entity key 1 revised by a batch
-		{{9, 90}}, {{9, 90}}, // a replayed commit
+		{{2, 21, 5}, {3, 30, 5}},   // batch A: 2 revised, 3 new
+		{{3, 31, 5}},               // batch B: 3 revised
+		{{2, 21, 5}, {3, 30, 5}},   // batch A again (same content): 3 back to 30, A now last
+		big,                        // many entries, split
+		{{4, 40, 5}, {4, 41, 5}},   // one entity twice in one page: the later wins
+		{{1, 11, 5}},               // the per-entity key 1 revised by a batch
+		{{9, 90, 5}}, {{9, 90, 5}}, // a replayed commit
 	} {
 		if err := seen.Commit(ctx, job, entries); err != nil {
 			t.Fatal(err)
@@ -173,4 +174,43 @@ func BenchmarkKVSeenCommit(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*len(entries))/b.Elapsed().Seconds(), "entries/s")
+}
+
+// BenchmarkSeenHeapBytesPerKey: the Go heap one entity costs in a job's seen set of 1,000,000
+// keys (B/key), beside the map of the layout without times (key hash → content hash) for
+// comparison. Only the map is alive between the two heap readings.
+func BenchmarkSeenHeapBytesPerKey(b *testing.B) {
+	const n = 1_000_000
+	heap := func(build func() any) float64 {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		m := build()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(m)
+		return float64(after.HeapAlloc-before.HeapAlloc) / n
+	}
+	b.Run("layout=with-time", func(b *testing.B) {
+		for b.Loop() {
+			b.ReportMetric(heap(func() any {
+				s := newSeen()
+				for i := range uint64(n) {
+					s.put(KeyHash("k"+strconv.FormatUint(i, 10)), i, uint32(i))
+				}
+				return s
+			}), "B/key")
+		}
+	})
+	b.Run("layout=without-time", func(b *testing.B) {
+		for b.Loop() {
+			b.ReportMetric(heap(func() any {
+				m := map[uint64]uint64{}
+				for i := range uint64(n) {
+					m[KeyHash("k"+strconv.FormatUint(i, 10))] = i
+				}
+				return m
+			}), "B/key")
+		}
+	})
 }
