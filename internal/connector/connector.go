@@ -210,6 +210,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	leases, err := lease.New(st.Leases, lease.Options{
 		Replica: replica, TTL: cfg.Lease.TTL, Grouping: JobGrouping, Log: log, OnGain: sched.PollSoon,
+		OnWatch: func(err error) { board.SetReady("leases", err) },
 	})
 	if err != nil {
 		return err
@@ -219,7 +220,8 @@ func Run(ctx context.Context, o Options) error {
 		ids[i] = j.ID()
 	}
 	leases.SetJobs(ids)
-	sched.Acquire = leases.Acquire
+	sched.Acquire, sched.Holds = leases.Acquire, leases.Holds
+	board.SetReady("leases", errors.New("reading the lease bucket"))
 	// The leases outlive the scheduler: they are renewed while the polls in flight
 	// finish, and released only after them.
 	schedCtx, stopSched := context.WithCancel(ctx)

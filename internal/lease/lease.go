@@ -33,6 +33,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -61,6 +62,9 @@ type Options struct {
 	// OnGain, if set, is told the jobs of a group this replica just gained (so the
 	// scheduler polls them now rather than after their cadence).
 	OnGain func(jobIDs ...string)
+	// OnWatch, if set, is told when the watch on the bucket holds (nil) and when it is
+	// lost (the error): while it is lost, leases are renewed but changes go unseen.
+	OnWatch func(err error)
 }
 
 // Grouping maps a job id ("<source>.<dataset>.<partition>", escaped tokens) to the lease
@@ -192,6 +196,16 @@ func (m *Manager) usable(h *held, now time.Time) bool {
 	return h != nil && !m.closed && !h.draining && h.validUntil.Sub(now) > m.ttl/4
 }
 
+// Holds says whether this replica holds jobID's group and keeps it, even if it may not
+// start a poll this instant (a renewal is late): the scheduler then asks again soon
+// rather than after the job's cadence.
+func (m *Manager) Holds(jobID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := m.held[m.groupOf[jobID]]
+	return h != nil && !m.closed && !h.draining
+}
+
 // Acquire is the scheduler's hook: when this replica may poll jobID, it returns a
 // context that ends if the lease is lost, and done, to be called when the poll has
 // finished; a group is never handed back while one of its polls runs.
@@ -241,39 +255,16 @@ func (m *Manager) signal() {
 // Run heartbeats, watches the bucket, claims, renews and hands back leases until ctx
 // ends; then it releases every lease it holds and its membership. Cancel it only after
 // the scheduler has returned, so that the polls in flight finish under their leases.
+// NATS may be away when Run starts or later: the watch is opened again until it holds,
+// and nothing is claimed before the bucket's current state has been read once.
 func (m *Manager) Run(ctx context.Context) error {
-	w, err := m.kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("lease: watch bucket: %w", err)
+	synced := make(chan struct{})
+	go m.watch(ctx, synced)
+	select {
+	case <-synced:
+	case <-ctx.Done():
+		return nil
 	}
-	defer func() { _ = w.Stop() }()
-	// Read the current state before the first claim, so that live leases are respected.
-	initial := time.NewTimer(m.ttl)
-	defer initial.Stop()
-sync:
-	for {
-		select {
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("lease: watch ended: %w", ctx.Err())
-			}
-			if e == nil {
-				break sync
-			}
-			m.observe(e)
-		case <-initial.C:
-			return errors.New("lease: initial state of the bucket did not arrive")
-		case <-ctx.Done():
-			return nil
-		}
-	}
-	go func() {
-		for e := range w.Updates() {
-			if e != nil {
-				m.observe(e)
-			}
-		}
-	}()
 	tick := time.NewTicker(max(m.ttl/10, 20*time.Millisecond))
 	defer tick.Stop()
 	for {
@@ -285,6 +276,90 @@ sync:
 		case <-tick.C:
 		case <-m.kick:
 		}
+	}
+}
+
+// watch keeps a watch on the bucket for as long as ctx lasts, opening it again when it
+// fails or ends, and closes synced the first time the current state has been read.
+func (m *Manager) watch(ctx context.Context, synced chan struct{}) {
+	var once sync.Once
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = 100*time.Millisecond, m.ttl, 0
+	for {
+		err := m.watchOnce(ctx, func() {
+			bo.Reset()
+			once.Do(func() { close(synced) })
+			m.setWatch(nil)
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		m.setWatch(err)
+		d := bo.NextBackOff()
+		m.log.Warn("lease: bucket watch lost, opening it again", "err", err, "in", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// watchOnce runs one watch until it fails. After its initial values it forgets the keys
+// they did not include (deleted while no watch ran), and calls onSync.
+func (m *Manager) watchOnce(ctx context.Context, onSync func()) error {
+	w, err := m.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch bucket: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	initial := map[string]bool{}
+	timeout := time.NewTimer(2 * m.ttl)
+	defer timeout.Stop()
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("watch ended")
+			}
+			switch {
+			case e == nil:
+				if initial != nil {
+					m.forgetAllBut(initial)
+					initial = nil
+					timeout.Stop()
+					onSync()
+				}
+			default:
+				if initial != nil {
+					initial[e.Key()] = true
+				}
+				m.observe(e)
+			}
+		case <-timeout.C:
+			return errors.New("initial state of the bucket did not arrive")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// forgetAllBut marks the keys of the view that are not in present as deleted now: a new
+// watch's initial values do not say which keys went away while none ran.
+func (m *Manager) forgetAllBut(present map[string]bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, o := range m.view {
+		if !present[k] && !o.deleted {
+			m.view[k] = &observed{rev: o.rev, at: time.Now(), deleted: true}
+		}
+	}
+	m.signal()
+}
+
+func (m *Manager) setWatch(err error) {
+	if m.o.OnWatch != nil {
+		m.o.OnWatch(err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -269,5 +270,68 @@ func TestNoJobPolledByTwoReplicasAtOnce(t *testing.T) {
 	wg.Wait()
 	if polls == 0 {
 		t.Fatal("no polls ran")
+	}
+}
+
+// TestReplicaClaimsOnceNATSComesBack: a replica whose bucket watch cannot open (NATS is
+// away as it starts) keeps trying, reports the watch as lost, and claims its jobs once
+// NATS is back, instead of giving up.
+func TestReplicaClaimsOnceNATSComesBack(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv := natstest.RunIn(t, dir)
+	port := srv.Addr().(*net.TCPAddr).Port
+	nc, err := nats.Connect(srv.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	kv, err := publish.OpenKV(context.Background(), js, "gridstream_leases", "test leases", publish.KVConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+
+	var mu sync.Mutex
+	var watchErrs []error
+	m, err := lease.New(kv, lease.Options{Replica: "r1", TTL: ttl, Grouping: grouping, Log: slog.New(slog.DiscardHandler),
+		OnWatch: func(err error) { mu.Lock(); watchErrs = append(watchErrs, err); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := jobIDs(8)
+	m.SetJobs(jobs)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// NATS is away: the watch fails (after the client's request timeout) and is reported.
+	waitFor(t, 20*time.Second, "lost watch reported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(watchErrs) > 0 && watchErrs[0] != nil
+	})
+	time.Sleep(ttl) // and the replica keeps trying
+	select {
+	case err := <-done:
+		t.Fatalf("Run gave up while NATS was away: %v", err)
+	default:
+	}
+	natstest.RunAt(t, dir, port)
+	waitFor(t, 10*ttl, "jobs owned after NATS came back", func() bool {
+		for _, id := range jobs {
+			if !m.Owns(id) {
+				return false
+			}
+		}
+		return true
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if last := watchErrs[len(watchErrs)-1]; last != nil {
+		t.Errorf("watch last reported %v, want it holding", last)
 	}
 }

@@ -31,8 +31,15 @@ func Run(tb testing.TB) *Server {
 // server on the same data.
 func RunIn(tb testing.TB, dir string) *Server {
 	tb.Helper()
+	return RunAt(tb, dir, -1)
+}
+
+// RunAt starts the server on port (-1: a random one) with its store in dir, so a test can
+// stop a server and start it again where its clients reconnect.
+func RunAt(tb testing.TB, dir string, port int) *Server {
+	tb.Helper()
 	opts := natstest.DefaultTestOptions
-	opts.Port = -1
+	opts.Port = port
 	opts.JetStream = true
 	opts.StoreDir = dir
 	srv := natstest.RunServer(&opts)

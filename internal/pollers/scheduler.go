@@ -28,6 +28,10 @@ type Scheduler struct {
 	// lease is lost) and done, which the scheduler calls once the poll has finished, so
 	// that a lease is never handed to another replica in the middle of a poll.
 	Acquire func(ctx context.Context, jobID string) (pollCtx context.Context, done func(), ok bool)
+	// Holds, if set, says whether a job that Acquire or Owns refused is still this
+	// replica's (its lease is only late in renewing): it is then asked again after
+	// HeldRetry, not after its cadence, which for a daily dataset would be hours.
+	Holds func(jobID string) bool
 
 	mu      sync.Mutex
 	due     dueHeap
@@ -35,6 +39,9 @@ type Scheduler struct {
 	wake    chan struct{}
 	running sync.WaitGroup
 }
+
+// HeldRetry is how soon a job refused while its lease is held is asked again.
+const HeldRetry = time.Second
 
 type entry struct {
 	job      *Job
@@ -211,6 +218,9 @@ func (s *Scheduler) poll(ctx context.Context, e *entry) {
 		e.failures = 0
 	}
 	e.next = time.Now().Add(s.delay(e.job, e.failures))
+	if !owned && s.Holds != nil && s.Holds(id) {
+		e.next = time.Now().Add(HeldRetry)
+	}
 	if e.soon {
 		e.soon = false
 		e.next = time.Now()

@@ -121,3 +121,40 @@ func TestSchedulerPollsAGainedJobSoonNotAfterItsCadence(t *testing.T) {
 		t.Fatalf("done called %d times, want 1", finished)
 	}
 }
+
+// TestSchedulerAsksAgainSoonForAJobItsLeaseStillHolds: a lease late in renewing refuses a
+// poll for a moment; the job is asked again after HeldRetry, not after its hour cadence.
+func TestSchedulerAsksAgainSoonForAJobItsLeaseStillHolds(t *testing.T) {
+	t.Parallel()
+	api, env, _, _ := setup(t, 0)
+	api.set("a", time.Now().Add(-time.Hour), 1)
+	env.Runner.Now = nil
+	ds := testDataset(0)
+	ds.Cadence = time.Hour
+	job := &pollers.Job{Dataset: ds, Partition: pollers.Partition{ID: "p"}, Fetcher: httpFetcher{api.srv.URL}}
+	var mu sync.Mutex
+	refusals := 0
+	polled := make(chan struct{}, 1)
+	s := &pollers.Scheduler{Runner: env.Runner,
+		Acquire: func(ctx context.Context, id string) (context.Context, func(), bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if refusals == 0 { // the renewal is late this once
+				refusals++
+				return ctx, nil, false
+			}
+			return ctx, func() {}, true
+		},
+		Holds:  func(string) bool { return true },
+		OnPoll: func(*pollers.Job, pollers.PollResult, error, time.Duration) { polled <- struct{}{} },
+	}
+	s.SetJobs([]*pollers.Job{job})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = s.Run(ctx) }()
+	select {
+	case <-polled:
+	case <-time.After(10 * pollers.HeldRetry):
+		t.Fatal("a job refused while its lease is held waited for its cadence")
+	}
+}
