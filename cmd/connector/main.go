@@ -108,7 +108,14 @@ func runConnector(ctx context.Context, stderr io.Writer) error {
 		return err
 	}
 	log.Info("gridstream starting", "version", version)
-	return connector.Run(ctx, connector.Options{Config: cfg, Log: log, Version: version})
+	err = connector.Run(ctx, connector.Options{Config: cfg, Log: log, Version: version})
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// SIGTERM while starting (Kubernetes may stop a pod at any moment): nothing was
+		// polled yet, so nothing is left to finish; a clean stop, not a failure.
+		log.Info("gridstream stopped during start-up", "interrupted", err)
+		return nil
+	}
+	return err
 }
 
 func printEnv(w io.Writer) {

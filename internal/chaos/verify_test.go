@@ -95,9 +95,12 @@ type check struct {
 	example string
 }
 
-// ref is the reference: entity → event id of its current content, and entity → record time.
+// ref is the reference: entity → body of its current revision, and entity → record time.
+// Bodies are compared, not event ids: an id names the revision it replaces too, so an
+// entity the chaos stream saw revised (A, then B) ends with id(A→B), while the fresh
+// reference publishes B as id(→B).
 type ref struct {
-	id   map[string]string
+	body map[string]string
 	time map[string]time.Time
 	// horizon is, per "source.dataset", the oldest record time the chaos connector's first
 	// backfill is sure to have covered.
@@ -118,12 +121,12 @@ func horizons() map[string]time.Time {
 	return out
 }
 
-// checkStream compares the last event of every entity in stream with want (entity →
-// event id of its current content), and counts event ids stored twice.
+// checkStream compares the body of the last event of every entity in stream with want,
+// and counts event ids stored twice.
 func checkStream(t *testing.T, url, stream string, want ref) check {
 	t.Helper()
 	evs := readStream(t, url, stream)
-	last := map[string]string{}
+	last := map[string]string{} // entity → body of its last event
 	ids := map[string]bool{}
 	var c check
 	c.events = len(evs)
@@ -136,9 +139,9 @@ func checkStream(t *testing.T, url, stream string, want ref) check {
 			c.duplicates++
 		}
 		ids[id] = true
-		last[entity(e.Subject, e.Header)] = id
+		last[entity(e.Subject, e.Header)] = string(e.Data)
 	}
-	for _, k := range sortedKeys(want.id) {
+	for _, k := range sortedKeys(want.body) {
 		got, ok := last[k]
 		ds := strings.Join(strings.SplitN(k, ".", 3)[:2], ".")
 		switch {
@@ -149,7 +152,7 @@ func checkStream(t *testing.T, url, stream string, want ref) check {
 			if c.example == "" {
 				c.example = "missing " + k
 			}
-		case got != want.id[k]:
+		case got != want.body[k]:
 			c.stale++
 			if c.example == "" {
 				c.example = "stale " + k
@@ -261,13 +264,13 @@ func referenceRun(t *testing.T, r *rig) ref {
 	if err := <-errc; err != nil {
 		t.Fatalf("reference connector: %v", err)
 	}
-	want := ref{id: map[string]string{}, time: map[string]time.Time{}, horizon: horizons()}
+	want := ref{body: map[string]string{}, time: map[string]time.Time{}, horizon: horizons()}
 	for _, e := range readStream(t, r.natsURL, "VERIFY") {
 		k := entity(e.Subject, e.Header)
-		want.id[k] = e.Header.Get("ce-id")
+		want.body[k] = string(e.Data)
 		want.time[k], _ = time.Parse(time.RFC3339Nano, e.Header.Get("ce-time"))
 	}
-	if len(want.id) == 0 {
+	if len(want.body) == 0 {
 		t.Fatal("the reference run published nothing")
 	}
 	return want

@@ -150,7 +150,11 @@ func Run(ctx context.Context, o Options) error {
 			_ = srv.Shutdown(sctx)
 		}()
 	}
+	// Every component is registered not ready up front: /readyz says 200 only once NATS is
+	// connected, the stream ensured and the lease bucket read, not between those steps.
 	board.SetReady("nats", errors.New("connecting"))
+	board.SetReady("stream", errors.New("not created or updated yet"))
+	board.SetReady("leases", errors.New("lease bucket not read yet"))
 	st, err := OpenState(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -221,7 +225,6 @@ func Run(ctx context.Context, o Options) error {
 	}
 	leases.SetJobs(ids)
 	sched.Acquire, sched.Holds = leases.Acquire, leases.Holds
-	board.SetReady("leases", errors.New("reading the lease bucket"))
 	// The leases outlive the scheduler: they are renewed while the polls in flight
 	// finish, and released only after them.
 	schedCtx, stopSched := context.WithCancel(ctx)
