@@ -200,10 +200,10 @@ func runUsers(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		fmt.Fprintf(stdout, "added %s (log in with: connector login net2grid --user ...)\n", u.ID)
 	case args[0] == "remove" && len(args) == 2:
-		if err := reg.Remove(ctx, args[1]); err != nil {
+		if err := net2grid.RemoveUser(ctx, opts.TokenStore, reg, args[1]); err != nil {
 			return err
 		}
-		fmt.Fprintln(stdout, "removed")
+		fmt.Fprintln(stdout, "removed, with its stored refresh token")
 	case args[0] == "list":
 		list, err := reg.List(ctx)
 		if err != nil {

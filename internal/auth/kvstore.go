@@ -189,6 +189,17 @@ func (s *KVStore) Save(ctx context.Context, key string, st Stored, expectRevisio
 	return rev, nil
 }
 
+// Delete purges key: no revision of the encrypted tokens stays in the bucket's stream.
+func (s *KVStore) Delete(ctx context.Context, key string) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if err := s.kv.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
 func aad(key string) []byte { return []byte("gridstream-token-v1\x00" + key) }
 
 func (s *KVStore) seal(key string, st Stored) ([]byte, error) {

@@ -47,6 +47,9 @@ type Store interface {
 	// Save writes s if the current revision is expectRevision (0: the key must not exist) and
 	// returns the new revision, or ErrConflict.
 	Save(ctx context.Context, key string, s Stored, expectRevision uint64) (uint64, error)
+	// Delete forgets the tokens under key, every revision of them (a user removed for
+	// good); a key that does not exist is not an error.
+	Delete(ctx context.Context, key string) error
 }
 
 // SubjectOf returns a non-secret, stable label for a user id (an e-mail address, say): "u"
@@ -98,6 +101,14 @@ func (m *MemoryStore) Load(_ context.Context, key string) (Stored, uint64, error
 		return Stored{}, 0, fmt.Errorf("load %s: %w", key, ErrNotFound)
 	}
 	return e.s, e.rev, nil
+}
+
+// Delete implements Store.
+func (m *MemoryStore) Delete(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.vals, key)
+	return nil
 }
 
 // Save writes s under key if its revision is expectRevision.

@@ -257,3 +257,41 @@ func TestKVStoreOpensExistingBucket(t *testing.T) {
 		t.Fatal("history 1 accepted")
 	}
 }
+
+// TestDeletePurgesEveryRevision: a removed user's tokens leave the bucket, older
+// revisions included (the bucket keeps history for rotation), and deleting twice is fine.
+func TestDeletePurgesEveryRevision(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := natstest.Run(t)
+	store := newKVStore(t, s, testKey())
+	key := StoreKey("net2grid", alice)
+	rev, err := store.Save(ctx, key, Stored{RefreshToken: secret.New("rt-1")}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Save(ctx, key, Stored{RefreshToken: secret.New("rt-2")}, rev); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := store.Delete(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := store.Load(ctx, key); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("load after delete: %v, want ErrNotFound", err)
+	}
+	kv, err := s.JS.KeyValue(ctx, DefaultTokenBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist, err := kv.History(ctx, key)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatal(err)
+	}
+	for _, e := range hist {
+		if len(e.Value()) > 0 {
+			t.Errorf("revision %d still holds a value after delete", e.Revision())
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gridstream/gridstream/internal/auth"
 	"github.com/gridstream/gridstream/internal/publish"
 	"github.com/gridstream/gridstream/internal/secret"
 )
@@ -152,21 +153,38 @@ func (r *Registry) Get(ctx context.Context, id string) (User, error) {
 	return u, nil
 }
 
-// Remove deletes the user given by address or by UserID. Its stored refresh token is left in
-// the token store, where it expires unused.
-func (r *Registry) Remove(ctx context.Context, emailOrID string) error {
+// Remove deletes the user given by address or by UserID from the registry and returns its
+// id. RemoveUser also forgets the user's tokens; use it unless they are kept on purpose.
+func (r *Registry) Remove(ctx context.Context, emailOrID string) (string, error) {
 	id := emailOrID
 	if !IsUserID(id) {
 		if err := checkEmail(emailOrID); err != nil {
-			return err
+			return "", err
 		}
 		id = UserID(emailOrID)
 	}
 	if _, err := r.Get(ctx, id); err != nil {
-		return err
+		return "", err
 	}
 	if err := r.kv.Delete(ctx, id); err != nil {
-		return fmt.Errorf("net2grid remove user %s: %w", id, err)
+		return "", fmt.Errorf("net2grid remove user %s: %w", id, err)
+	}
+	return id, nil
+}
+
+// RemoveUser removes a user from the registry and purges its refresh token from the token
+// store: a user who leaves (or withdraws consent) leaves no credential behind. Its job
+// stops at the connector's next job-list refresh.
+func RemoveUser(ctx context.Context, tokens auth.Store, reg *Registry, emailOrID string) error {
+	id, err := reg.Remove(ctx, emailOrID)
+	if err != nil {
+		return err
+	}
+	if tokens == nil {
+		return nil
+	}
+	if err := tokens.Delete(ctx, storeKey(id)); err != nil {
+		return fmt.Errorf("net2grid remove user %s: tokens: %w", id, err)
 	}
 	return nil
 }

@@ -6,8 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gridstream/gridstream/internal/auth"
 	"github.com/gridstream/gridstream/internal/natstest"
 	"github.com/gridstream/gridstream/internal/publish"
+	"github.com/gridstream/gridstream/internal/secret"
 )
 
 func TestUserIDIsStableAndHidesTheAddress(t *testing.T) {
@@ -52,13 +54,26 @@ func TestRegistryAddRemoveList(t *testing.T) {
 	if err != nil || len(list) != 2 {
 		t.Fatalf("list: %v %v", list, err)
 	}
-	if err := reg.Remove(ctx, "a@example.test"); err != nil {
+	// Removing a user forgets its refresh token too; other users keep theirs.
+	tokens := auth.NewMemoryStore()
+	for _, a := range []string{"a@example.test", "b@example.test"} {
+		if _, err := tokens.Save(ctx, storeKey(UserID(a)), auth.Stored{RefreshToken: secret.New("rt-" + a)}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := RemoveUser(ctx, tokens, reg, "a@example.test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := reg.Remove(ctx, UserID("b@example.test")); err != nil {
+	if _, _, err := tokens.Load(ctx, storeKey(UserID("a@example.test"))); !errors.Is(err, auth.ErrNotFound) {
+		t.Errorf("removed user's token: %v, want it gone", err)
+	}
+	if _, _, err := tokens.Load(ctx, storeKey(UserID("b@example.test"))); err != nil {
+		t.Errorf("other user's token: %v", err)
+	}
+	if _, err := reg.Remove(ctx, UserID("b@example.test")); err != nil {
 		t.Fatal(err)
 	}
-	if err := reg.Remove(ctx, "a@example.test"); !errors.Is(err, ErrUnknownUser) {
+	if err := RemoveUser(ctx, tokens, reg, "a@example.test"); !errors.Is(err, ErrUnknownUser) {
 		t.Fatalf("removing twice: %v", err)
 	}
 	if list, err := reg.List(ctx); err != nil || len(list) != 0 {
