@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,8 @@ type Env struct {
 
 	upstream *httptest.Server
 	runs     atomic.Int64
+	mu       sync.Mutex
+	failure  error
 }
 
 // NewEnv starts the server in a fresh temp dir and creates the ENERGY stream and the
@@ -81,7 +84,16 @@ func (e *Env) Reset(ctx context.Context) error {
 			return fmt.Errorf("reset %s: %w", name, err)
 		}
 	}
-	return e.openState(ctx)
+	// The server removes a deleted stream's files in the background; creating it again at
+	// once can fail with "error creating store for stream". Retry briefly.
+	var err error
+	for range 20 {
+		if err = e.openState(ctx); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
 }
 
 func (e *Env) openState(ctx context.Context) error {

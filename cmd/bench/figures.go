@@ -29,16 +29,32 @@ const RepollKeys = 1_000_000
 // RepollPage is the page size of the unchanged re-poll.
 const RepollPage = 10_000
 
+// fatal fails b and keeps err for the report: testing.Benchmark, which make bench uses,
+// drops a failed benchmark's message.
+func (e *Env) fatal(b *testing.B, err error) {
+	e.mu.Lock()
+	e.failure = err
+	e.mu.Unlock()
+	b.Fatal(err)
+}
+
+// Failure is the error of the last benchmark that failed, if any.
+func (e *Env) Failure() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.failure
+}
+
 // BenchRaw is the physical limit of the publish path: async JetStream publishes of
 // PayloadSize-byte messages with a Nats-Msg-Id, at most MaxPending in flight, all acked.
 // One op is one message.
 func (e *Env) BenchRaw(b *testing.B) {
 	if err := e.Reset(context.Background()); err != nil {
-		b.Fatal(err)
+		e.fatal(b, err)
 	}
 	js, err := publish.NewJetStream(e.NC, MaxPending)
 	if err != nil {
-		b.Fatal(err)
+		e.fatal(b, err)
 	}
 	data := payload()
 	run := e.run("raw")
@@ -55,7 +71,7 @@ func (e *Env) BenchRaw(b *testing.B) {
 				break
 			}
 			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-				b.Fatal(err)
+				e.fatal(b, err)
 			}
 		}
 	}
@@ -63,7 +79,7 @@ func (e *Env) BenchRaw(b *testing.B) {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			b.Fatal(err)
+			e.fatal(b, err)
 		}
 	}
 }
@@ -84,7 +100,7 @@ func (e *Env) BenchPipelineOneJob(b *testing.B) { e.benchPipeline(b, 1) }
 
 func (e *Env) benchPipeline(b *testing.B, workers int) {
 	if err := e.Reset(context.Background()); err != nil {
-		b.Fatal(err)
+		e.fatal(b, err)
 	}
 	client := upstream.New(upstream.Options{Name: "bench", BaseURL: e.upstream.URL})
 	r := &pollers.Runner{
@@ -116,10 +132,10 @@ func (e *Env) benchPipeline(b *testing.B, workers int) {
 		})
 	}
 	if err := g.Wait(); err != nil {
-		b.Fatal(err)
+		e.fatal(b, err)
 	}
 	if published.Load() != int64(b.N) {
-		b.Fatalf("published %d of %d records", published.Load(), b.N)
+		e.fatal(b, fmt.Errorf("published %d of %d records", published.Load(), b.N))
 	}
 }
 

@@ -90,7 +90,7 @@ func run(ctx context.Context, stdout, stderr io.Writer, count, users int) error 
 		or := testing.Benchmark(env.BenchPipelineOneJob)
 		report("PipelineOneJob", or)
 		if rr.N == 0 || pr.N == 0 || or.N == 0 {
-			return fmt.Errorf("a benchmark failed (raw N=%d, pipeline N=%d, one job N=%d)", rr.N, pr.N, or.N)
+			return fmt.Errorf("a benchmark failed (raw N=%d, pipeline N=%d, one job N=%d): %v", rr.N, pr.N, or.N, env.Failure())
 		}
 		raw, pipe := perSecond(rr), perSecond(pr)
 		raws, pipes, ratios = append(raws, raw), append(pipes, pipe), append(ratios, pipe/raw)

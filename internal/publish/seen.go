@@ -242,12 +242,23 @@ func (k *KVSeen) now() int64 {
 	return time.Now().Unix()
 }
 
-// Job implements SeenStore: the first call for a job reads its keys from the bucket.
+// Job implements SeenStore: the first call for a job reads its keys from the bucket, a
+// later one reads them again if another replica wrote to the job since (see
+// changedElsewhere). Called once at the start of each poll.
 func (k *KVSeen) Job(ctx context.Context, jobID string) (*Seen, error) {
+	return k.job(ctx, jobID, true)
+}
+
+// job returns the job's cached set, loading it first if needed; check asks whether
+// another replica wrote since (Commit and Prune, within a poll, need not ask again).
+func (k *KVSeen) job(ctx context.Context, jobID string, check bool) (*Seen, error) {
 	k.mu.Lock()
 	loaded := k.loaded[jobID]
 	k.mu.Unlock()
 	s, _ := k.mem.Job(ctx, jobID)
+	if loaded && !check {
+		return s, nil
+	}
 	if loaded {
 		stale, err := k.changedElsewhere(ctx, jobID, s)
 		if err != nil {
@@ -355,7 +366,7 @@ func (k *KVSeen) Commit(ctx context.Context, jobID string, entries []SeenEntry) 
 	if len(entries) == 0 {
 		return nil
 	}
-	s, err := k.Job(ctx, jobID)
+	s, err := k.job(ctx, jobID, false)
 	if err != nil {
 		return err
 	}
@@ -414,7 +425,7 @@ func (k *KVSeen) write(ctx context.Context, jobID string, s *Seen, n int, entry 
 // the job's values in the bucket when they are due (see KVSeen). Forgotten entries stay in
 // the bucket until the next compaction; a reload before it brings them back, harmlessly.
 func (k *KVSeen) Prune(ctx context.Context, jobID string, before time.Time) error {
-	s, err := k.Job(ctx, jobID)
+	s, err := k.job(ctx, jobID, false)
 	if err != nil {
 		return err
 	}
