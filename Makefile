@@ -12,8 +12,8 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/connector
 
-## test: everything CI runs (vet, unit, integration and end-to-end tests, Helm chart checks)
-test: vet test-go helm-lint
+## test: everything CI runs (gofmt, vet, staticcheck, unit, integration and end-to-end tests, Helm chart checks)
+test: lint test-go helm-lint
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -26,7 +26,7 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 lint: vet
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 ## demo: embedded NATS JetStream + sandbox APIs, events printed as they flow (Ctrl-C stops)
 demo:

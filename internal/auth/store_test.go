@@ -82,7 +82,7 @@ func TestStoreKeyHasNoUserID(t *testing.T) {
 			t.Errorf("StoreKey(%q) = %q", user, key)
 		}
 	}
-	if StoreKey("grex", "a") == StoreKey("grex", "b") || StoreKey("grex", "a") != StoreKey("grex", "a") {
+	if first, again := StoreKey("grex", "a"), StoreKey("grex", "a"); first == StoreKey("grex", "b") || first != again {
 		t.Error("StoreKey is not a stable, distinct label")
 	}
 	if err := checkKey(alice); err == nil {

@@ -23,12 +23,12 @@ func spanText(exp *tracetest.InMemoryExporter) string {
 	for _, s := range exp.GetSpans() {
 		fmt.Fprintf(&b, "%s %s\n", s.Name, s.Status.Description)
 		for _, a := range s.Attributes {
-			fmt.Fprintf(&b, "  %s=%s\n", a.Key, a.Value.Emit())
+			fmt.Fprintf(&b, "  %s=%s\n", a.Key, a.Value.String())
 		}
 		for _, e := range s.Events {
 			fmt.Fprintf(&b, "  event %s\n", e.Name)
 			for _, a := range e.Attributes {
-				fmt.Fprintf(&b, "    %s=%s\n", a.Key, a.Value.Emit())
+				fmt.Fprintf(&b, "    %s=%s\n", a.Key, a.Value.String())
 			}
 		}
 	}

@@ -286,8 +286,8 @@ func parseINGRIDPeriod(d *ingridDataset, start, end string) (from, to time.Time,
 	if !from.Before(to) {
 		return from, to, fmt.Errorf("endDate must not be before startDate")
 	}
-	if to.Sub(from) > d.maxSpan {
-		return from, to, fmt.Errorf("period longer than %d days", int(d.maxSpan/(24*time.Hour)))
+	if to.Sub(from) > d.maxSpan() {
+		return from, to, fmt.Errorf("period longer than %d days", int(d.maxSpan()/(24*time.Hour)))
 	}
 	return from, to, nil
 }

@@ -122,8 +122,6 @@ type ingridQuantity struct {
 type ingridDataset struct {
 	name string
 	kind ingridKind
-	// maxSpan bounds the period of one request (400 beyond it).
-	maxSpan time.Duration
 
 	// Series (daily, hourly).
 	stages     []ingridStage
@@ -224,21 +222,18 @@ var ingridCatalogue = []*ingridDataset{
 		quantities: []ingridQuantity{{"distributedQuantity", 6e5}}},
 }
 
-var ingridByName = func() map[string]*ingridDataset {
-	m := make(map[string]*ingridDataset, len(ingridCatalogue))
-	for _, d := range ingridCatalogue {
-		switch d.kind {
-		case ingridHourly:
-			d.maxSpan = 8 * 24 * time.Hour
-		case ingridDaily:
-			d.maxSpan = 62 * 24 * time.Hour
-		default:
-			d.maxSpan = 366 * 24 * time.Hour
-		}
-		m[d.name] = d
+// maxSpan bounds the period of one request (400 beyond it): 8 days of hourly data, 62 of
+// daily data, a year of anything else.
+func (d *ingridDataset) maxSpan() time.Duration {
+	switch d.kind {
+	case ingridHourly:
+		return 8 * 24 * time.Hour
+	case ingridDaily:
+		return 62 * 24 * time.Hour
+	default:
+		return 366 * 24 * time.Hour
 	}
-	return m
-}()
+}
 
 // INGRIDDatasets returns the names of the 19 datasets the fake serves, one path each.
 func INGRIDDatasets() []string {

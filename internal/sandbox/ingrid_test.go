@@ -405,7 +405,7 @@ func TestINGRIDDataIsDeterministicPerSeed(t *testing.T) {
 		b, _ := json.Marshal(all)
 		return string(b)
 	}
-	if get(7) != get(7) {
+	if first, again := get(7), get(7); first != again {
 		t.Fatal("same seed, different data")
 	}
 	if get(7) == get(8) {

@@ -583,7 +583,7 @@ func TestNoSecretInErrorsLogsOrSpans(t *testing.T) {
 	var spanText strings.Builder
 	for _, s := range rec.Ended() {
 		for _, a := range s.Attributes() {
-			fmt.Fprintf(&spanText, "%s=%s\n", a.Key, a.Value.Emit())
+			fmt.Fprintf(&spanText, "%s=%s\n", a.Key, a.Value.String())
 		}
 	}
 	if !strings.Contains(spanText.String(), string(attribute.Key("url.full"))) {
