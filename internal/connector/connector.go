@@ -231,14 +231,10 @@ func Run(ctx context.Context, o Options) error {
 	defer stopSched()
 	leaseCtx, stopLeases := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLeases()
-	leaseErr := make(chan error, 1)
+	leasesDone := make(chan struct{})
 	go func() {
-		err := leases.Run(leaseCtx)
-		if err != nil {
-			log.Error("leases stopped: no job can be polled", "err", err)
-			stopSched()
-		}
-		leaseErr <- err
+		leases.Run(leaseCtx) // until stopLeases: it outlasts NATS outages
+		close(leasesDone)
 	}()
 
 	log.Info("gridstream running", "jobs", len(jobs), "sources", len(srcs), "http", httpAddr, "stream", cfg.Stream.Name, "replica", replica)
@@ -250,9 +246,7 @@ func Run(ctx context.Context, o Options) error {
 	go refreshJobs(schedCtx, srcs, sched, leases, log)
 	err = sched.Run(schedCtx)
 	stopLeases()
-	if lerr := <-leaseErr; lerr != nil && err == nil {
-		err = lerr
-	}
+	<-leasesDone
 	log.Info("gridstream stopped: polls finished, cursors saved, leases released")
 	return err
 }

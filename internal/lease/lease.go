@@ -257,13 +257,13 @@ func (m *Manager) signal() {
 // the scheduler has returned, so that the polls in flight finish under their leases.
 // NATS may be away when Run starts or later: the watch is opened again until it holds,
 // and nothing is claimed before the bucket's current state has been read once.
-func (m *Manager) Run(ctx context.Context) error {
+func (m *Manager) Run(ctx context.Context) {
 	synced := make(chan struct{})
 	go m.watch(ctx, synced)
 	select {
 	case <-synced:
 	case <-ctx.Done():
-		return nil
+		return
 	}
 	tick := time.NewTicker(max(m.ttl/10, 20*time.Millisecond))
 	defer tick.Stop()
@@ -272,7 +272,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			m.release(ctx)
-			return nil
+			return
 		case <-tick.C:
 		case <-m.kick:
 		}
