@@ -317,9 +317,13 @@ var JobGrouping = lease.Grouping{Buckets: 64, Whole: []string{"ingrid", "grex"}}
 type jobStats struct {
 	mu   sync.Mutex
 	byID map[string]*telemetry.JobStatus
+	// caughtUp is, per keyset job, the start of its last successful poll (see lag).
+	caughtUp map[string]time.Time
 }
 
-func newJobStats() *jobStats { return &jobStats{byID: map[string]*telemetry.JobStatus{}} }
+func newJobStats() *jobStats {
+	return &jobStats{byID: map[string]*telemetry.JobStatus{}, caughtUp: map[string]time.Time{}}
+}
 
 func (s *jobStats) observe(ctx context.Context, tel *telemetry.Telemetry, job *pollers.Job, res pollers.PollResult, err error, took time.Duration) {
 	ds := job.Dataset
@@ -348,9 +352,7 @@ func (s *jobStats) observe(ctx context.Context, tel *telemetry.Telemetry, job *p
 			tel.Metrics.PageError(ctx, ds.Source, ds.Name, telemetry.ReasonDecode)
 		}
 	}
-	if !res.Cursor.Mark.IsZero() {
-		st.Lag = now.Sub(res.Cursor.Mark)
-	}
+	st.Lag = s.lag(job, res, err, now, took)
 	snapshot := *st
 	s.mu.Unlock()
 	tel.Board.UpdateJob(snapshot)
@@ -358,7 +360,28 @@ func (s *jobStats) observe(ctx context.Context, tel *telemetry.Telemetry, job *p
 	tel.Metrics.Records(ctx, ds.Source, ds.Name, res.Records)
 	tel.Metrics.Published(ctx, ds.Source, ds.Name, res.Published)
 	tel.Metrics.Deduplicated(ctx, ds.Source, ds.Name, res.Deduplicated)
-	_ = took
+}
+
+// lag is how far behind the upstream a job is after a poll: the age of the moment up to
+// which everything it held is published. A time-window job's cursor is that moment. A
+// keyset job's cursor is the time of the newest change read, which for a quiet account
+// may be days old although nothing is missing: a keyset poll that succeeded read up to
+// the upstream's newest change, so it is caught up as of the poll's start. Called with
+// s.mu held.
+func (s *jobStats) lag(job *pollers.Job, res pollers.PollResult, err error, now time.Time, took time.Duration) time.Duration {
+	id := job.ID()
+	if job.Dataset.PageSize > 0 {
+		if err == nil {
+			s.caughtUp[id] = now.Add(-took)
+		}
+		if t, ok := s.caughtUp[id]; ok {
+			return now.Sub(t)
+		}
+	}
+	if res.Cursor.Mark.IsZero() {
+		return 0
+	}
+	return now.Sub(res.Cursor.Mark)
 }
 
 // Hostname is the default replica name.
