@@ -19,6 +19,8 @@ type Cursor struct {
 	Mark time.Time `json:"mark"`
 	// Skip counts the records at exactly Mark already published (keyset datasets only).
 	Skip int `json:"skip,omitempty"`
+	// Deep is when the last deep re-read (Dataset.DeepLookBack) finished.
+	Deep time.Time `json:"deep,omitzero"`
 }
 
 // CursorStore keeps cursors per job id.

@@ -52,6 +52,10 @@ type Dataset struct {
 	// LookBack is how far before the cursor every poll re-reads, because upstreams revise
 	// data; only changed records are published again.
 	LookBack time.Duration
+	// DeepLookBack, if longer than LookBack, is re-read once every DeepEvery instead: for
+	// late revisions that a short look-back polled every few minutes would miss (INGRID's
+	// monthly finals of hourly data), without re-reading weeks of data every poll.
+	DeepLookBack, DeepEvery time.Duration
 	// Backfill is how far back a job without a cursor starts. Zero with PageSize > 0 means
 	// a full load from the beginning.
 	Backfill time.Duration
@@ -80,6 +84,10 @@ type Dataset struct {
 
 // prunesSeen reports whether the seen entries of the dataset's jobs expire (see KeepSeen).
 func (d *Dataset) prunesSeen() bool { return d.PageSize == 0 && !d.KeepSeen }
+
+// horizon is how far before the cursor any poll re-reads: the seen-store must remember
+// at least that far back.
+func (d *Dataset) horizon() time.Duration { return max(d.LookBack, d.DeepLookBack) }
 
 // Partition is what a job polls a dataset for: a contract code, an end user, an account.
 type Partition struct {

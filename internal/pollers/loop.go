@@ -117,7 +117,7 @@ func (r *Runner) Poll(ctx context.Context, job *Job) (res PollResult, err error)
 		// the store bound what it keeps. A failure here costs memory, not correctness.
 		before := time.Time{}
 		if job.Dataset.prunesSeen() && !p.cur.Mark.IsZero() {
-			before = p.cur.Mark.Add(-job.Dataset.LookBack - SeenMargin)
+			before = p.cur.Mark.Add(-job.Dataset.horizon() - SeenMargin)
 		}
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
 		defer cancel()
@@ -147,7 +147,7 @@ func (p *poll) seenTimes() seenTimes {
 	if !ds.prunesSeen() {
 		return seenTimes{floor: 0, touch: math.MinInt64}
 	}
-	floor := p.r.now().Add(-ds.LookBack)
+	floor := p.r.now().Add(-ds.horizon())
 	return seenTimes{floor: floor.Unix(), touch: floor.Add(-SeenMargin / 2).Unix()}
 }
 
@@ -160,12 +160,17 @@ type poll struct {
 	res  *PollResult
 }
 
-// windows walks [cursor-LookBack, now) in requests of at most MaxSpan.
+// windows walks [cursor-LookBack, now) in requests of at most MaxSpan; from
+// cursor-DeepLookBack when a deep re-read is due.
 func (p *poll) windows(ctx context.Context, now time.Time) error {
 	ds := p.job.Dataset
 	from := p.cur.Mark.Add(-ds.LookBack)
+	deep := ds.DeepLookBack > ds.LookBack && (p.cur.Mark.IsZero() || now.Sub(p.cur.Deep) >= ds.DeepEvery)
+	if deep && !p.cur.Mark.IsZero() {
+		from = p.cur.Mark.Add(-ds.DeepLookBack)
+	}
 	if p.cur.Mark.IsZero() {
-		from = now.Add(-ds.Backfill)
+		from = now.Add(-ds.Backfill) // a backfill counts as a deep read
 	}
 	for from.Before(now) {
 		to := now
@@ -177,7 +182,7 @@ func (p *poll) windows(ctx context.Context, now time.Time) error {
 			return err
 		}
 		if to.After(p.cur.Mark) {
-			if err := p.save(ctx, Cursor{Mark: to}); err != nil {
+			if err := p.save(ctx, Cursor{Mark: to, Deep: p.cur.Deep}); err != nil {
 				return err
 			}
 		}
@@ -185,6 +190,11 @@ func (p *poll) windows(ctx context.Context, now time.Time) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+	}
+	if deep {
+		// Only a deep re-read that read every window counts: one that failed is redone
+		// whole at the next poll (its published pages are deduplicated then).
+		return p.save(ctx, Cursor{Mark: p.cur.Mark, Deep: now})
 	}
 	return nil
 }

@@ -160,6 +160,7 @@ var (
 	ingridHourlyActuals = []ingridStage{
 		{"provisional", func(_, h time.Time) time.Time { return h.Add(90 * time.Minute) }},
 		{"validated", func(gd, _ time.Time) time.Time { return ingridParisAt(gd, 1, 13, 0) }},
+		{"final", ingridMonthlyFinal},
 	}
 	ingridIntraday = []ingridStage{
 		{"provisional", func(_, h time.Time) time.Time { return h.Add(75 * time.Minute) }},

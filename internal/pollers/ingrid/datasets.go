@@ -88,15 +88,25 @@ func daily(name string, cadence, lookBack time.Duration) *pollers.Dataset {
 	}
 }
 
-// hourly declares an hourly series keyed by hour start (UTC).
+// hourly declares an hourly series keyed by hour start (UTC). Each poll re-reads the short
+// look-back (intraday and D+1 revisions); every hourlyDeepEvery the last hourlyDeepLookBack
+// is read again for the monthly finals, which come out after the month (by the 5th).
 func hourly(name string, cadence, lookBack time.Duration) *pollers.Dataset {
 	return &pollers.Dataset{
 		Source: SourceName, Name: name,
-		Cadence: cadence, LookBack: lookBack, Backfill: lookBack, MaxSpan: 4 * day,
+		Cadence: cadence, LookBack: lookBack, MaxSpan: 4 * day,
+		DeepLookBack: hourlyDeepLookBack, DeepEvery: hourlyDeepEvery, Backfill: hourlyDeepLookBack,
 		Request: byHours(name),
 		Decode:  DecodeHourly,
 	}
 }
+
+// The deep re-read of hourly series: 40 days reach back over the previous month until
+// its finals are out (the 5th), read twice a day (10 requests of 4 days each).
+const (
+	hourlyDeepLookBack = 40 * day
+	hourlyDeepEvery    = 12 * time.Hour
+)
 
 // reference declares rarely changing reference data: every poll reads the items valid over
 // the last day and only differences are published.

@@ -389,3 +389,78 @@ func TestUnusablePageDoesNotAdvanceTheCursor(t *testing.T) {
 		t.Fatalf("retry published %d of %d, cursor %v", res.Published, len(want), res.Cursor.Mark)
 	}
 }
+
+// TestHourlyMonthlyFinalsArePublishedByTheDeepReRead: the finals of a month's hourly values
+// come out on the 5th of the next month, weeks after the 3-day look-back of the frequent
+// polls has passed them. The deep re-read publishes each final once, as an update.
+func TestHourlyMonthlyFinalsArePublishedByTheDeepReRead(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t)
+	ctx := context.Background()
+	job := e.jobs[HourlyMeasures.Name]
+	first := e.expected(t, job, e2eT0.Add(-job.Dataset.Backfill), e2eT0)
+	res, err := e.env.Poll(ctx, job)
+	if err != nil || res.Published != len(first) {
+		t.Fatalf("first poll: %+v, %v; want %d published", res, err, len(first))
+	}
+	// March's finals: 5 April 2024, 12:00 Paris (10:00 UTC). Poll as the scheduler would
+	// meanwhile (every few hours here), so the short polls have long passed March.
+	finals := time.Date(2024, 4, 5, 10, 0, 0, 0, time.UTC)
+	for e.clock.Now().Before(finals.Add(-6 * time.Hour)) {
+		e.clock.Advance(5 * time.Hour)
+		if _, err := e.env.Poll(ctx, job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.clock.Advance(finals.Add(time.Hour).Sub(e.clock.Now()))
+	// What the deep re-read reads, and which of it is new since the first poll or the
+	// short polls: March's finals, and the hours since the last poll.
+	cur, err := e.env.Cursors.Load(ctx, job.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.clock.Now().Sub(cur.Deep) < job.Dataset.DeepEvery {
+		// The last short poll ran a deep re-read before the finals: wait for the next one.
+		e.clock.Advance(job.Dataset.DeepEvery - e.clock.Now().Sub(cur.Deep))
+	}
+	known := map[string]string{}
+	for _, ev := range e.published(t, job, 0) {
+		known[ev.Header.Get(publish.HeaderSubject)] = string(ev.Data)
+	}
+	before := lastSeq(t, e.env)
+	read := e.expected(t, job, cur.Mark.Add(-job.Dataset.DeepLookBack), e.clock.Now())
+	want := map[string]string{}
+	finalsWanted := 0
+	for k, body := range read {
+		if known[k] == body {
+			continue
+		}
+		want[k] = body
+		if _, ok := known[k]; ok && strings.Contains(body, `"final"`) {
+			finalsWanted++
+		}
+	}
+	if finalsWanted == 0 {
+		t.Fatal("no hourly value became final: the test proves nothing")
+	}
+	res, err = e.env.Poll(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := e.published(t, job, before)
+	checkPublished(t, job, events, want)
+	updated := 0
+	for _, ev := range events {
+		if ev.Header.Get(publish.HeaderChange) == publish.ChangeUpdated && strings.Contains(string(ev.Data), `"final"`) {
+			updated++
+		}
+	}
+	if updated != finalsWanted {
+		t.Errorf("%d finals published as updates, want %d", updated, finalsWanted)
+	}
+	t.Logf("deep re-read: %d requests, %d records, %d published (%d finals)", res.Pages, res.Records, res.Published, updated)
+	again, err := e.env.Poll(ctx, job)
+	if err != nil || again.Published != 0 {
+		t.Fatalf("poll after the deep re-read: %+v, %v; want nothing published", again, err)
+	}
+}
