@@ -2,6 +2,9 @@ package pollers_test
 
 import (
 	"context"
+	"errors"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,5 +75,56 @@ func TestDeepReReadCatchesLateRevisionsOnce(t *testing.T) {
 	}
 	if got := assertNoDuplicateIDs(t, env); len(got) != 3 {
 		t.Fatalf("%d distinct events, want 3", len(got))
+	}
+}
+
+// TestDeepReReadAfterAFailedFirstPollGoesNoFurtherThanTheBackfill: a first poll that fails
+// half-way leaves its cursor in the past; the next poll, a deep re-read (none has completed
+// yet), reads from now − DeepLookBack, not from that cursor − DeepLookBack, which would load
+// days that a first poll that succeeded never reads.
+func TestDeepReReadAfterAFailedFirstPollGoesNoFurtherThanTheBackfill(t *testing.T) {
+	t.Parallel()
+	api, env, job, clk := setup(t, 0)
+	ds := job.Dataset
+	ds.LookBack, ds.DeepLookBack, ds.DeepEvery, ds.Backfill = time.Hour, 96*time.Hour, 12*time.Hour, 96*time.Hour
+	var mu sync.Mutex
+	requests := 0
+	var earliest time.Time
+	inner := job.Fetcher
+	job.Fetcher = fetcherFunc(func(ctx context.Context, path string, q url.Values) ([]byte, error) {
+		mu.Lock()
+		requests++
+		n := requests
+		from, _ := time.Parse(time.RFC3339Nano, q.Get("from"))
+		if earliest.IsZero() || from.Before(earliest) {
+			earliest = from
+		}
+		mu.Unlock()
+		if n == 5 {
+			return nil, errors.New("upstream went away")
+		}
+		return inner.Get(ctx, path, q)
+	})
+	api.set("a", t0.Add(-90*time.Hour), 1)
+	ctx := context.Background()
+	if _, err := env.Poll(ctx, job); err == nil {
+		t.Fatal("the first poll should have failed at its fifth request")
+	}
+	clk.Advance(time.Minute)
+	mu.Lock()
+	earliest = time.Time{}
+	mu.Unlock()
+	res, err := env.Poll(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := clk.Now().Add(-ds.DeepLookBack); earliest.Before(want) {
+		t.Fatalf("the re-read after the failed first poll started at %s, before now − DeepLookBack (%s)", earliest, want)
+	}
+	if !res.Cursor.Deep.Equal(clk.Now()) {
+		t.Fatalf("cursor %+v: the completed re-read should count as the deep read", res.Cursor)
+	}
+	if got := assertNoDuplicateIDs(t, env); len(got) != 1 {
+		t.Fatalf("%d events, want 1", len(got))
 	}
 }

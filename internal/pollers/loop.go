@@ -161,13 +161,15 @@ type poll struct {
 }
 
 // windows walks [cursor-LookBack, now) in requests of at most MaxSpan; from
-// cursor-DeepLookBack when a deep re-read is due.
+// now-DeepLookBack, if that is earlier, when a deep re-read is due. The deep horizon
+// counts from now, not from the cursor: a cursor left behind by a failed first poll
+// must not send the re-read further back than a backfill goes.
 func (p *poll) windows(ctx context.Context, now time.Time) error {
 	ds := p.job.Dataset
 	from := p.cur.Mark.Add(-ds.LookBack)
 	deep := ds.DeepLookBack > ds.LookBack && (p.cur.Mark.IsZero() || now.Sub(p.cur.Deep) >= ds.DeepEvery)
-	if deep && !p.cur.Mark.IsZero() {
-		from = p.cur.Mark.Add(-ds.DeepLookBack)
+	if d := now.Add(-ds.DeepLookBack); deep && !p.cur.Mark.IsZero() && d.Before(from) {
+		from = d
 	}
 	if p.cur.Mark.IsZero() {
 		from = now.Add(-ds.Backfill) // a backfill counts as a deep read

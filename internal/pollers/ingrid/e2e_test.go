@@ -428,7 +428,7 @@ func TestHourlyMonthlyFinalsArePublishedByTheDeepReRead(t *testing.T) {
 		known[ev.Header.Get(publish.HeaderSubject)] = string(ev.Data)
 	}
 	before := lastSeq(t, e.env)
-	read := e.expected(t, job, cur.Mark.Add(-job.Dataset.DeepLookBack), e.clock.Now())
+	read := e.expected(t, job, e.clock.Now().Add(-job.Dataset.DeepLookBack), e.clock.Now())
 	want := map[string]string{}
 	finalsWanted := 0
 	for k, body := range read {
