@@ -47,12 +47,6 @@ type Seen struct {
 
 func newSeen() *Seen { return &Seen{m: map[seenKey]seenVal{}} }
 
-// Lookup returns the content hash last published for an entity key hash.
-func (s *Seen) Lookup(keyHash uint64) (uint64, bool) {
-	v, ok := s.m[toSeenKey(keyHash)]
-	return v.content(), ok
-}
-
 // Get returns an entity's entry: its content hash and the time remembered with it.
 func (s *Seen) Get(keyHash uint64) (SeenEntry, bool) {
 	v, ok := s.m[toSeenKey(keyHash)]

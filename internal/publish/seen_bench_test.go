@@ -31,8 +31,8 @@ func TestDedupeHitPathDoesNotAllocate(t *testing.T) {
 	allocs := testing.AllocsPerRun(10_000, func() {
 		k, b := keys[i%len(keys)], bodies[i%len(bodies)]
 		i++
-		prev, known := s.Lookup(KeyHash(k))
-		if !known || prev != ContentHash(b) {
+		e, known := s.Get(KeyHash(k))
+		if !known || e.ContentHash != ContentHash(b) {
 			t.Fatal("record not recognised as unchanged")
 		}
 	})
@@ -96,8 +96,8 @@ func TestKVSeenReloadKeepsTheLatestRevision(t *testing.T) {
 			t.Errorf("%s: %d entities, want %d", name, s.Len(), len(want))
 		}
 		for kh, ch := range want {
-			if got, ok := s.Lookup(kh); !ok || got != ch {
-				t.Errorf("%s: key hash %d → %d (known %v), want %d", name, kh, got, ok, ch)
+			if got, ok := s.Get(kh); !ok || got.ContentHash != ch {
+				t.Errorf("%s: key hash %d → %d (known %v), want %d", name, kh, got.ContentHash, ok, ch)
 			}
 		}
 	}
@@ -144,7 +144,7 @@ func BenchmarkSeenLookupHit(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		if prev, ok := s.Lookup(KeyHash(keys[i])); !ok || prev != ContentHash(bodies[i%len(bodies)]) {
+		if e, ok := s.Get(KeyHash(keys[i])); !ok || e.ContentHash != ContentHash(bodies[i%len(bodies)]) {
 			b.Fatal("miss")
 		}
 		if i++; i == len(keys) {

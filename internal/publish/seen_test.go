@@ -46,8 +46,8 @@ func assertSeen(t *testing.T, name string, s *Seen, want map[uint64]uint64) {
 		t.Errorf("%s: %d entities, want %d", name, s.Len(), len(want))
 	}
 	for kh, ch := range want {
-		if got, ok := s.Lookup(kh); !ok || got != ch {
-			t.Errorf("%s: key hash %d → %d (known %v), want %d", name, kh, got, ok, ch)
+		if got, ok := s.Get(kh); !ok || got.ContentHash != ch {
+			t.Errorf("%s: key hash %d → %d (known %v), want %d", name, kh, got.ContentHash, ok, ch)
 		}
 	}
 }
