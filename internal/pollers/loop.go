@@ -135,11 +135,11 @@ func (r *Runner) Poll(ctx context.Context, job *Job) (res PollResult, err error)
 const SeenMargin = 24 * time.Hour
 
 // seenTimes are the times a page stamps on seen entries (unix seconds): the record's time,
-// but at least floor (now − LookBack: an entry lives at least LookBack + SeenMargin after
-// it was written, whatever its record's time); a remembered entity re-read with a stamp
-// before touch is stamped again, so an entity the upstream returns every poll whatever
-// its time (reference data) never expires. Datasets that are never pruned stamp the
-// record time only and never touch.
+// but at least floor (now − the dataset's horizon: an entry lives at least horizon +
+// SeenMargin after it was written, whatever its record's time); a remembered entity
+// re-read with a stamp before touch is stamped again, so an entity the upstream returns
+// every poll whatever its time (reference data) never expires. Datasets that are never
+// pruned stamp the record time only and never touch.
 type seenTimes struct{ floor, touch int64 }
 
 func (p *poll) seenTimes() seenTimes {
@@ -150,6 +150,9 @@ func (p *poll) seenTimes() seenTimes {
 	floor := p.r.now().Add(-ds.horizon())
 	return seenTimes{floor: floor.Unix(), touch: floor.Add(-SeenMargin / 2).Unix()}
 }
+
+// stamp is the time a seen entry of a record of time t is kept by.
+func (st seenTimes) stamp(t time.Time) int64 { return max(t.Unix(), st.floor) }
 
 type poll struct {
 	r    *Runner
@@ -300,7 +303,7 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 		if known && prev == ch {
 			pr.Deduplicated++
 			if e.Time < st.touch { // re-read although old (reference data): keep it alive
-				touched = append(touched, publish.SeenEntry{KeyHash: kh, ContentHash: ch, Time: max(rec.Time.Unix(), st.floor)})
+				touched = append(touched, publish.SeenEntry{KeyHash: kh, ContentHash: ch, Time: st.stamp(rec.Time)})
 			}
 			continue
 		}
@@ -342,7 +345,7 @@ func (p *poll) page(ctx context.Context, w Window) ([]Record, error) {
 		if pubErr = p.r.Publisher.Publish(pctx, &batch, &ev); pubErr != nil {
 			break // await what is in flight, then fail the page
 		}
-		entries = append(entries, publish.SeenEntry{KeyHash: t.kh, ContentHash: t.ch, Time: max(t.rec.Time.Unix(), st.floor)})
+		entries = append(entries, publish.SeenEntry{KeyHash: t.kh, ContentHash: t.ch, Time: st.stamp(t.rec.Time)})
 	}
 	// Await acks even when ctx is cancelled (shutdown): in-flight events finish.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)

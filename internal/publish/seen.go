@@ -63,24 +63,30 @@ func (s *Seen) put(kh, ch uint64, t uint32) {
 	s.m[toSeenKey(kh)] = seenVal{uint32(ch >> 32), uint32(ch), t}
 }
 
-// prune drops the entries whose time is before before (unix seconds) and returns how many.
-// It walks the map only when the oldest entry is at least pruneSlack older than before, so
-// a job polled every few minutes walks its set a few times a day, not every poll.
-func (s *Seen) prune(before int64) int {
-	if len(s.m) == 0 || before-int64(s.minTime) < int64(pruneSlack/time.Second) {
-		return 0
+// prune drops the entries whose time is before before (the zero time: none). It walks the
+// map only when the oldest entry is at least pruneSlack older than before, so a job polled
+// every few minutes walks its set a few times a day, not every poll.
+func (s *Seen) prune(before time.Time) {
+	if before.IsZero() || len(s.m) == 0 || before.Unix()-int64(s.minTime) < int64(pruneSlack/time.Second) {
+		return
 	}
-	n, oldest := 0, uint32(math.MaxUint32)
+	limit, oldest := before.Unix(), uint32(math.MaxUint32)
 	for k, v := range s.m {
-		if int64(v[2]) < before {
+		if int64(v[2]) < limit {
 			delete(s.m, k)
-			n++
 			continue
 		}
 		oldest = min(oldest, v[2])
 	}
 	s.minTime = oldest
-	return n
+}
+
+// counted records one value of the job in the KV bucket: its payload size and stream
+// sequence (what compaction decides and purges by).
+func (s *Seen) counted(size int, seq uint64) {
+	s.values++
+	s.bytes += size + seenValueOverhead
+	s.lastSeq = max(s.lastSeq, seq)
 }
 
 // pruneSlack is how far past an entry's expiry Prune may keep it: the walk over a job's
@@ -138,6 +144,15 @@ func (m *MemorySeen) Job(_ context.Context, jobID string) (*Seen, error) {
 	return s, nil
 }
 
+// reset replaces a job's set with an empty one and returns it.
+func (m *MemorySeen) reset(jobID string) *Seen {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := newSeen()
+	m.jobs[jobID] = s
+	return s
+}
+
 // Commit implements SeenStore.
 func (m *MemorySeen) Commit(ctx context.Context, jobID string, entries []SeenEntry) error {
 	s, _ := m.Job(ctx, jobID)
@@ -151,9 +166,7 @@ func (m *MemorySeen) Commit(ctx context.Context, jobID string, entries []SeenEnt
 // Prune implements SeenStore.
 func (m *MemorySeen) Prune(ctx context.Context, jobID string, before time.Time) error {
 	s, _ := m.Job(ctx, jobID)
-	if !before.IsZero() {
-		s.prune(before.Unix())
-	}
+	s.prune(before)
 	return nil
 }
 
@@ -263,10 +276,7 @@ func (k *KVSeen) job(ctx context.Context, jobID string, check bool) (*Seen, erro
 		}
 		// Another replica polled the job while this one did not hold it: what is cached
 		// misses its revisions. Load the job again from the bucket.
-		s = newSeen()
-		k.mem.mu.Lock()
-		k.mem.jobs[jobID] = s
-		k.mem.mu.Unlock()
+		s = k.mem.reset(jobID)
 	}
 	w, err := k.kv.WatchFiltered(ctx, []string{jobID + ".*"}, jetstream.IgnoreDeletes())
 	if err != nil {
@@ -285,9 +295,7 @@ func (k *KVSeen) job(ctx context.Context, jobID string, check bool) (*Seen, erro
 			break
 		}
 		s.apply(e.Key()[len(jobID)+1:], e.Value(), now)
-		s.values++
-		s.bytes += len(e.Value()) + seenValueOverhead
-		s.lastSeq = max(s.lastSeq, e.Revision())
+		s.counted(len(e.Value()), e.Revision())
 	}
 	k.mu.Lock()
 	k.loaded[jobID] = true
@@ -403,9 +411,7 @@ func (k *KVSeen) write(ctx context.Context, jobID string, s *Seen, n int, entry 
 	for _, f := range futures {
 		select {
 		case ack := <-f.Ok():
-			s.values++
-			s.bytes += len(f.Msg().Data) + seenValueOverhead
-			s.lastSeq = max(s.lastSeq, ack.Sequence)
+			s.counted(len(f.Msg().Data), ack.Sequence)
 		case err := <-f.Err():
 			return fmt.Errorf("seen-store %s: %w", jobID, err)
 		case <-ctx.Done():
@@ -423,9 +429,7 @@ func (k *KVSeen) Prune(ctx context.Context, jobID string, before time.Time) erro
 	if err != nil {
 		return err
 	}
-	if !before.IsZero() {
-		s.prune(before.Unix())
-	}
+	s.prune(before)
 	limit := k.CompactValues
 	if limit <= 0 {
 		limit = DefaultSeenCompactValues

@@ -207,7 +207,7 @@ func TestKVSeenCrashBetweenSnapshotAndPurgeReloadsCorrectly(t *testing.T) {
 	}
 	want[5] = 52
 	s, _ := seen.Job(ctx, job)
-	s.prune(now.Unix() - 3600) // forgets 8 (time 1) in memory only
+	s.prune(now.Add(-time.Hour)) // forgets 8 (time 1) in memory only
 	if _, err := seen.writeSnapshot(ctx, job, s); err != nil {
 		t.Fatal(err)
 	}
