@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gridstream/gridstream/internal/pollers"
+	"github.com/gridstream/gridstream/internal/pollers/pollertest"
 )
 
 func TestSchedulerPollsEveryJobRepeatedlyAndStopsCleanly(t *testing.T) {
@@ -65,14 +66,21 @@ func TestSchedulerPollsEveryJobRepeatedlyAndStopsCleanly(t *testing.T) {
 	}
 }
 
-func TestSchedulerPollsAGainedJobSoonNotAfterItsCadence(t *testing.T) {
-	t.Parallel()
+// hourlyJob is one job with a record to publish, an hour cadence (so a poll soon after
+// the first can only come from the scheduler's hooks) and real time.
+func hourlyJob(t *testing.T) (*pollertest.Env, *pollers.Job) {
+	t.Helper()
 	api, env, _, _ := setup(t, 0)
 	api.set("a", time.Now().Add(-time.Hour), 1)
 	env.Runner.Now = nil
 	ds := testDataset(0)
 	ds.Cadence = time.Hour
-	job := &pollers.Job{Dataset: ds, Partition: pollers.Partition{ID: "p"}, Fetcher: httpFetcher{api.srv.URL}}
+	return env, &pollers.Job{Dataset: ds, Partition: pollers.Partition{ID: "p"}, Fetcher: httpFetcher{api.srv.URL}}
+}
+
+func TestSchedulerPollsAGainedJobSoonNotAfterItsCadence(t *testing.T) {
+	t.Parallel()
+	env, job := hourlyJob(t)
 	var mu sync.Mutex
 	owned, asked, finished := false, 0, 0
 	polled := make(chan struct{}, 1)
@@ -128,12 +136,7 @@ func TestSchedulerPollsAGainedJobSoonNotAfterItsCadence(t *testing.T) {
 // poll for a moment; the job is asked again after HeldRetry, not after its hour cadence.
 func TestSchedulerAsksAgainSoonForAJobItsLeaseStillHolds(t *testing.T) {
 	t.Parallel()
-	api, env, _, _ := setup(t, 0)
-	api.set("a", time.Now().Add(-time.Hour), 1)
-	env.Runner.Now = nil
-	ds := testDataset(0)
-	ds.Cadence = time.Hour
-	job := &pollers.Job{Dataset: ds, Partition: pollers.Partition{ID: "p"}, Fetcher: httpFetcher{api.srv.URL}}
+	env, job := hourlyJob(t)
 	var mu sync.Mutex
 	refusals := 0
 	polled := make(chan struct{}, 1)

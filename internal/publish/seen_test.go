@@ -106,12 +106,9 @@ func TestSeenEntryWithoutTimeIsStampedWithTheCommitTime(t *testing.T) {
 func TestKVSeenCompactionBoundsTheBucketAndReloadsTheLiveSet(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	srv, kv := seenBucket(t)
-	const job = "src.ds.p1"
-	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
-	writeLegacy(t, kv, job)
-	seen := NewKVSeen(srv.JS, kv)
-	seen.Now = func() time.Time { return now }
+	srv, kv, seen := legacySeen(t)
+	const job = legacyJob
+	now := legacyNow
 	seen.CompactValues = 8
 	s, err := seen.Job(ctx, job)
 	if err != nil {
@@ -160,6 +157,22 @@ func TestKVSeenCompactionBoundsTheBucketAndReloadsTheLiveSet(t *testing.T) {
 	assertSeen(t, "after a later commit", fs, want)
 }
 
+// legacyJob is the job of the compaction tests, legacyNow their clock.
+const legacyJob = "src.ds.p1"
+
+var legacyNow = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+
+// legacySeen opens a seen bucket holding legacyJob's values of the older layouts
+// (writeLegacy), and a KVSeen on it whose clock stands at legacyNow.
+func legacySeen(t *testing.T) (*natstest.Server, jetstream.KeyValue, *KVSeen) {
+	t.Helper()
+	srv, kv := seenBucket(t)
+	writeLegacy(t, kv, legacyJob)
+	seen := NewKVSeen(srv.JS, kv)
+	seen.Now = func() time.Time { return legacyNow }
+	return srv, kv, seen
+}
+
 // writeLegacy puts values of the two older layouts: per-entity keys (1 → 10, 2 → 2) and a
 // 16-byte batch (2 → 20, 5 → 50, 6 → 60).
 func writeLegacy(t *testing.T, kv jetstream.KeyValue, job string) {
@@ -188,12 +201,9 @@ func writeLegacy(t *testing.T, kv jetstream.KeyValue, job string) {
 func TestKVSeenCrashBetweenSnapshotAndPurgeReloadsCorrectly(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	srv, kv := seenBucket(t)
-	const job = "src.ds.p1"
-	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
-	writeLegacy(t, kv, job)
-	seen := NewKVSeen(srv.JS, kv)
-	seen.Now = func() time.Time { return now }
+	srv, kv, seen := legacySeen(t)
+	const job = legacyJob
+	now := legacyNow
 	big := make([]SeenEntry, SeenBatchEntries+5) // the snapshot takes two values
 	want := map[uint64]uint64{1: 10, 2: 20, 5: 50, 6: 60}
 	for i := range big {
