@@ -13,8 +13,6 @@ import (
 	"github.com/gridstream/gridstream/internal/natstest"
 	"github.com/gridstream/gridstream/internal/pollers"
 	"github.com/gridstream/gridstream/internal/sandbox"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // publishLog is a pollLog that also counts the pages that published something, so a
@@ -166,19 +164,10 @@ func TestClusterR3LosesAndDuplicatesNothing(t *testing.T) {
 	a := runLogged(t, cfg, "replica-a", log, logger)
 	b := runLogged(t, cfg, "replica-b", log, logger)
 	// The test's own view of the cluster, for leaders and the final read.
-	nc, err := nats.Connect(c.URLs, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := c.Connect()
 	// Steady state first: both lease managers run (they heartbeat their membership
-	// only once their bucket watch is up) and events flow. A node lost while a lease
-	// manager still starts its watch stops that replica's polling for good
-	// (lease.Manager.Run does not retry WatchAll); start-up is not what this test is about.
+	// only once their bucket watch is up) and events flow; start-up is not what this
+	// test is about.
 	waitUntil(t, 30*time.Second, "both lease managers run and events flow", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ClusterReadyTimeout bounds how long RunCluster and Cluster.Restart wait for the
@@ -37,6 +39,22 @@ type Node struct {
 	// Dir is the node's JetStream store; a restart reuses it.
 	Dir  string
 	opts server.Options
+}
+
+// Connect opens a client connection to every node that reconnects for as long as the test
+// runs (nodes are stopped and restarted), closed when the test ends, and its JetStream.
+func (c *Cluster) Connect() jetstream.JetStream {
+	c.tb.Helper()
+	nc, err := nats.Connect(c.URLs, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	c.tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	return js
 }
 
 // RunCluster starts n nats-servers with JetStream, routed into one cluster on
