@@ -14,7 +14,6 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/gridstream/gridstream/internal/connector"
 	"github.com/gridstream/gridstream/internal/publish"
+	"github.com/gridstream/gridstream/internal/syncbuf"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -108,22 +108,9 @@ func storedMsgs(t *testing.T, s jetstream.Stream, filter string) []*nats.Msg {
 	return out
 }
 
-// syncBuffer is a bytes.Buffer safe for the subscriber's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Split(strings.TrimSuffix(s.b.String(), "\n"), "\n")
+// lines is what the subscriber printed so far, a line each.
+func lines(b *syncbuf.Buffer) []string {
+	return strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
 }
 
 var lineRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ  io\.gridstream\.(ingrid|net2grid|grex)\.[a-z0-9-]+ +\S.* +(created|updated) +[\[{]`)
@@ -143,17 +130,17 @@ func TestSubscriberPrintsAndAcksEveryEvent(t *testing.T) {
 				t.Fatalf("the demo stored nothing on %s", tc.filter)
 			}
 			durable := "test-" + strings.ReplaceAll(tc.name, " ", "-")
-			var out, errs syncBuffer
+			var out, errs syncbuf.Buffer
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() {
 				done <- run(ctx, []string{"--server", natsURL, "--stream", "ENERGY", "--durable", durable, "--filter", tc.filter}, &out, &errs)
 			}()
 			deadline := time.Now().Add(15 * time.Second)
-			for len(out.lines()) < want && time.Now().Before(deadline) {
+			for len(lines(&out)) < want && time.Now().Before(deadline) {
 				select {
 				case err := <-done:
-					t.Fatalf("subscriber returned early: %v (stderr %q)", err, errs.b.String())
+					t.Fatalf("subscriber returned early: %v (stderr %q)", err, errs.String())
 				case <-time.After(20 * time.Millisecond):
 				}
 			}
@@ -161,11 +148,11 @@ func TestSubscriberPrintsAndAcksEveryEvent(t *testing.T) {
 			if err := <-done; err != nil {
 				t.Fatalf("subscriber after Ctrl-C: %v", err)
 			}
-			lines := out.lines()
-			if len(lines) != want {
-				t.Fatalf("printed %d lines, want %d (stderr %q)", len(lines), want, errs.b.String())
+			printed := lines(&out)
+			if len(printed) != want {
+				t.Fatalf("printed %d lines, want %d (stderr %q)", len(printed), want, errs.String())
 			}
-			for _, l := range lines {
+			for _, l := range printed {
 				if !lineRE.MatchString(l) || !strings.Contains(l, tc.typePrefix) {
 					t.Fatalf("line %q: want time, %s type, subject, change, body", l, tc.typePrefix)
 				}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gridstream/gridstream/internal/sandbox"
+	"github.com/gridstream/gridstream/internal/syncbuf"
 	"github.com/nats-io/nats.go"
 )
 
@@ -61,8 +62,8 @@ type rig struct {
 	tokenKey string
 	httpAddr string
 	env      []string
-	logs     *syncBuffer // every connector process's output
-	scraped  []string    // /metrics and status pages taken during the run
+	logs     *syncbuf.Buffer // every connector process's output
+	scraped  []string        // /metrics and status pages taken during the run
 	tokens   map[string]bool
 	sandbox  *proc
 }
@@ -279,7 +280,7 @@ func TestChaosKillsRestartsAndFaultsLoseNothingDuplicateNothingBreakNoQuota(t *t
 	r := &rig{
 		t: t, dir: dir, natsPort: freePort(t), natsDir: filepath.Join(dir, "nats"),
 		tokenKey: hex.EncodeToString(key), httpAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		logs: &syncBuffer{}, tokens: map[string]bool{},
+		logs: &syncbuf.Buffer{}, tokens: map[string]bool{},
 	}
 	r.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", r.natsPort)
 	r.startNATS()

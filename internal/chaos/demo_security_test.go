@@ -13,6 +13,7 @@ import (
 	"github.com/gridstream/gridstream/internal/pollers/net2grid"
 	"github.com/gridstream/gridstream/internal/sandbox"
 	"github.com/gridstream/gridstream/internal/secret"
+	"github.com/gridstream/gridstream/internal/syncbuf"
 	"github.com/gridstream/gridstream/internal/telemetry"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
@@ -58,7 +59,7 @@ func TestDemoLeaksNoSecretInLogsSpansMetricsStatusPageOrEvents(t *testing.T) {
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.INGRID.Contracts = []string{sandbox.INGRIDDemoContract}
 	cfg.INGRID.Datasets = []string{"operational-notices", "daily-allocations", "services"}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log, err := telemetry.NewLogger(logs, "debug", "json")
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +181,7 @@ func TestRunDemoPrintsNoSecret(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the demo")
 	}
-	out, logs := &syncBuffer{}, &syncBuffer{}
+	out, logs := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	log, err := telemetry.NewLogger(logs, "debug", "json")
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,10 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gridstream/gridstream/internal/syncbuf"
 )
 
 // bins are the binaries TestMain builds once for the package's tests.
@@ -64,39 +64,21 @@ func needBinaries(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a process's writer and a test's reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is a child process whose output the test keeps.
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *syncBuffer // stdout and stderr
+	out    *syncbuf.Buffer // stdout and stderr
 	done   chan struct{}
 	waitEr error
 }
 
 // startProc starts bin with args and env (added to a minimal environment); its output goes
 // to out (a fresh buffer when nil) and to the shared log when set.
-func startProc(t *testing.T, name, bin string, env []string, stdin io.Reader, out *syncBuffer, args ...string) *proc {
+func startProc(t *testing.T, name, bin string, env []string, stdin io.Reader, out *syncbuf.Buffer, args ...string) *proc {
 	t.Helper()
 	if out == nil {
-		out = &syncBuffer{}
+		out = &syncbuf.Buffer{}
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)

@@ -1,7 +1,6 @@
 package connector
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"github.com/gridstream/gridstream/internal/natstest"
 	"github.com/gridstream/gridstream/internal/pollers"
 	"github.com/gridstream/gridstream/internal/sandbox"
+	"github.com/gridstream/gridstream/internal/syncbuf"
 )
 
 // publishLog is a pollLog that also counts the pages that published something, so a
@@ -46,27 +46,13 @@ func (l *publishLog) pages() int {
 	return l.published
 }
 
-// lockedBuffer collects the connectors' warnings, shown when the test fails.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
 // warnings returns a logger of the warnings and errors, which the test prints if it fails.
 func warnings(t *testing.T) *slog.Logger {
 	t.Helper()
-	b := &lockedBuffer{}
+	b := &syncbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			t.Logf("connector warnings:\n%s", b.buf.String())
+			t.Logf("connector warnings:\n%s", b.String())
 		}
 	})
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelWarn}))

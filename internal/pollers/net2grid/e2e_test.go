@@ -1,7 +1,6 @@
 package net2grid
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"github.com/gridstream/gridstream/internal/quota"
 	"github.com/gridstream/gridstream/internal/sandbox"
 	"github.com/gridstream/gridstream/internal/secret"
+	"github.com/gridstream/gridstream/internal/syncbuf"
 )
 
 // tokenRE matches the fake's access and refresh tokens.
@@ -31,24 +31,6 @@ var tokenRE = regexp.MustCompile(`\b(at|rt)\.[0-9a-f]{40}`)
 var t0 = time.Date(2025, 3, 10, 12, 0, 0, 0, time.UTC)
 
 const testKey = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // world is a fake CE-API, a pipeline on a private NATS, a registry and a token store, on one
 // fake clock.
@@ -59,7 +41,7 @@ type world struct {
 	reg   *Registry
 	store *auth.KVStore
 	opts  Options
-	logs  *syncBuffer
+	logs  *syncbuf.Buffer
 }
 
 func newWorld(t *testing.T, users int) *world {
@@ -78,7 +60,7 @@ func newWorld(t *testing.T, users int) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	return &world{
 		clock: clock, fake: fake, env: env, reg: reg, store: store, logs: logs,
 		opts: Options{
