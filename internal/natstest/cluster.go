@@ -98,7 +98,7 @@ func RunCluster(tb testing.TB, n int) *Cluster {
 	c.URLs = strings.Join(urls, ",")
 	tb.Cleanup(func() {
 		for i := range c.Nodes {
-			c.stop(i)
+			c.Stop(i)
 		}
 	})
 	for i := range c.Nodes {
@@ -144,7 +144,8 @@ func (c *Cluster) start(i int) {
 	node.Server = srv
 }
 
-func (c *Cluster) stop(i int) {
+// Stop shuts node i down (its store stays for Restart); a stopped node stays stopped.
+func (c *Cluster) Stop(i int) {
 	node := c.Nodes[i]
 	if node.Server == nil {
 		return
@@ -152,12 +153,6 @@ func (c *Cluster) stop(i int) {
 	node.Server.Shutdown()
 	node.Server.WaitForShutdown()
 	node.Server = nil
-}
-
-// Stop shuts node i down (its store stays for Restart).
-func (c *Cluster) Stop(i int) {
-	c.tb.Helper()
-	c.stop(i)
 }
 
 // Restart starts a stopped node i again on its store and ports, and waits until the
@@ -177,14 +172,21 @@ func (c *Cluster) Restart(i int) {
 // account has a leader and every running node that replicates it is caught up.
 func (c *Cluster) WaitStreamsCurrent() {
 	c.tb.Helper()
+	c.waitUntil("streams not current", c.streamsCurrent)
+}
+
+// waitUntil polls cond until it returns nil, or fails the test with what and cond's last
+// error after ClusterReadyTimeout.
+func (c *Cluster) waitUntil(what string, cond func() error) {
+	c.tb.Helper()
 	deadline := time.Now().Add(ClusterReadyTimeout)
 	for {
-		err := c.streamsCurrent()
+		err := cond()
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			c.tb.Fatalf("natstest: streams not current within %s: %v", ClusterReadyTimeout, err)
+			c.tb.Fatalf("natstest: %s within %s: %v", what, ClusterReadyTimeout, err)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
@@ -250,17 +252,7 @@ func (c *Cluster) StreamLeader(stream string) int {
 // with the meta log, so an R<=Running() stream can be placed at once.
 func (c *Cluster) WaitReady() {
 	c.tb.Helper()
-	deadline := time.Now().Add(ClusterReadyTimeout)
-	for {
-		err := c.ready()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.tb.Fatalf("natstest: cluster not ready within %s: %v", ClusterReadyTimeout, err)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	c.waitUntil("cluster not ready", c.ready)
 }
 
 func (c *Cluster) ready() error {
